@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Configures and builds warmpool into BUILD_DIR (default: ./build).
+# Used by demo.sh and test.sh; run scripts/deps.sh first on a new machine.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${WARMPOOL_BUILD_DIR:-$root/build}
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+if [[ ! -f "$build/CMakeCache.txt" ]]; then
+  cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+fi
+cmake --build "$build" -j"$(nproc)" "$@"
