@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <string_view>
 
 namespace warmpool::cri {
@@ -64,9 +65,11 @@ void LogCall(const std::string& method, const grpc::Status& status,
 // kubelet. So Finish always comes after the last response reached kubelet.
 class ProxyCall final : public grpc::ServerGenericBidiReactor {
  public:
-  ProxyCall(grpc::GenericCallbackServerContext* ctx, grpc::GenericStub* stub, RpcMetrics* metrics)
+  ProxyCall(grpc::GenericCallbackServerContext* ctx, grpc::GenericStub* stub, RpcMetrics* metrics,
+            std::unique_ptr<CallRewriter> rewriter)
       : ctx_(ctx),
         metrics_(metrics),
+        rewriter_(std::move(rewriter)),
         start_(std::chrono::steady_clock::now()),
         upstream_(this),
         client_ctx_(grpc::ClientContext::FromCallbackServerContext(*ctx)) {
@@ -83,6 +86,12 @@ class ProxyCall final : public grpc::ServerGenericBidiReactor {
   void OnReadDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (upstream_hold_released_) return;
+    if (ok && rewriter_) {
+      if (grpc::Status s = rewriter_->OnRequest(&from_kubelet_); !s.ok()) {
+        AbortLocked(std::move(s));
+        return;
+      }
+    }
     if (ok) {
       upstream_.StartWrite(&from_kubelet_);
     } else {
@@ -129,6 +138,17 @@ class ProxyCall final : public grpc::ServerGenericBidiReactor {
       ReleaseUpstreamHoldLocked();
       return;
     }
+    if (rewriter_) {
+      bool drop = false;
+      if (grpc::Status s = rewriter_->OnResponse(&from_upstream_, &drop); !s.ok()) {
+        AbortLocked(std::move(s));
+        return;
+      }
+      if (drop) {
+        upstream_.StartRead(&from_upstream_);  // kubelet never sees this one
+        return;
+      }
+    }
     // The upstream call must outlive this write: its OnDone (and so Finish)
     // may only come once kubelet has the message and the next read is armed.
     upstream_.AddHold();
@@ -149,11 +169,16 @@ class ProxyCall final : public grpc::ServerGenericBidiReactor {
     }
   }
 
-  void UpstreamDone(const grpc::Status& status) {
+  void UpstreamDone(const grpc::Status& upstream_status) {
     for (const auto& [key, value] : client_ctx_->GetServerTrailingMetadata()) {
       if (!IsHopHeader(View(key))) {
         ctx_->AddTrailingMetadata(std::string(View(key)), std::string(View(value)));
       }
+    }
+    grpc::Status status = upstream_status;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (abort_status_) status = *abort_status_;
     }
     const auto elapsed = std::chrono::steady_clock::now() - start_;
     metrics_->Record(ctx_->method(), status.error_code(), elapsed);
@@ -174,6 +199,14 @@ class ProxyCall final : public grpc::ServerGenericBidiReactor {
     ProxyCall* call_;
   };
 
+  // The rewriter refused a message: end the upstream call; kubelet gets
+  // `status` once the upstream call is done (Finish comes from there).
+  void AbortLocked(grpc::Status status) {
+    if (!abort_status_) abort_status_ = std::move(status);
+    client_ctx_->TryCancel();
+    ReleaseUpstreamHoldLocked();
+  }
+
   void ReleaseUpstreamHoldLocked() {
     if (upstream_hold_released_) return;
     upstream_hold_released_ = true;
@@ -182,6 +215,7 @@ class ProxyCall final : public grpc::ServerGenericBidiReactor {
 
   grpc::GenericCallbackServerContext* ctx_;
   RpcMetrics* metrics_;
+  const std::unique_ptr<CallRewriter> rewriter_;  // null: bytes untouched
   const std::chrono::steady_clock::time_point start_;
   Upstream upstream_;
   std::unique_ptr<grpc::ClientContext> client_ctx_;
@@ -189,9 +223,10 @@ class ProxyCall final : public grpc::ServerGenericBidiReactor {
   grpc::ByteBuffer from_upstream_;
 
   std::mutex mu_;
-  bool initial_metadata_done_ = false;   // guarded by mu_
-  bool response_waiting_ = false;        // guarded by mu_
-  bool upstream_hold_released_ = false;  // guarded by mu_
+  bool initial_metadata_done_ = false;        // guarded by mu_
+  bool response_waiting_ = false;             // guarded by mu_
+  bool upstream_hold_released_ = false;       // guarded by mu_
+  std::optional<grpc::Status> abort_status_;  // guarded by mu_
 };
 
 // A call to a method the CRI declares unary (most of them): one request, one
@@ -202,10 +237,11 @@ class ProxyCall final : public grpc::ServerGenericBidiReactor {
 class UnaryProxyCall final : public grpc::ServerGenericBidiReactor {
  public:
   UnaryProxyCall(grpc::GenericCallbackServerContext* ctx, grpc::GenericStub* stub,
-                 RpcMetrics* metrics)
+                 RpcMetrics* metrics, std::unique_ptr<CallRewriter> rewriter)
       : ctx_(ctx),
         stub_(stub),
         metrics_(metrics),
+        rewriter_(std::move(rewriter)),
         start_(std::chrono::steady_clock::now()),
         client_ctx_(grpc::ClientContext::FromCallbackServerContext(*ctx)) {
     CopyRequestMetadata(*ctx_, client_ctx_.get());
@@ -217,6 +253,9 @@ class UnaryProxyCall final : public grpc::ServerGenericBidiReactor {
       // The client closed without a request (or went away): nothing to forward.
       return Done(grpc::Status(grpc::StatusCode::INTERNAL, "no request message received"));
     }
+    if (rewriter_) {
+      if (grpc::Status s = rewriter_->OnRequest(&request_); !s.ok()) return Done(s);
+    }
     stub_->UnaryCall(client_ctx_.get(), ctx_->method(), grpc::StubOptions(), &request_, &response_,
                      [this](grpc::Status status) { UpstreamDone(status); });
   }
@@ -227,6 +266,10 @@ class UnaryProxyCall final : public grpc::ServerGenericBidiReactor {
  private:
   void UpstreamDone(const grpc::Status& status) {
     CopyResponseMetadata(*client_ctx_, ctx_);
+    if (status.ok() && rewriter_) {
+      bool drop = false;  // a unary call has exactly one answer: never dropped
+      if (grpc::Status s = rewriter_->OnResponse(&response_, &drop); !s.ok()) return Done(s);
+    }
     if (status.ok()) {
       Record(status);
       StartWriteAndFinish(&response_, grpc::WriteOptions(), status);
@@ -249,6 +292,7 @@ class UnaryProxyCall final : public grpc::ServerGenericBidiReactor {
   grpc::GenericCallbackServerContext* ctx_;
   grpc::GenericStub* stub_;
   RpcMetrics* metrics_;
+  const std::unique_ptr<CallRewriter> rewriter_;  // null: bytes untouched
   const std::chrono::steady_clock::time_point start_;
   std::unique_ptr<grpc::ClientContext> client_ctx_;
   grpc::ByteBuffer request_;
@@ -257,12 +301,29 @@ class UnaryProxyCall final : public grpc::ServerGenericBidiReactor {
 
 }  // namespace
 
-PassthroughService::PassthroughService(std::shared_ptr<grpc::Channel> upstream, RpcMetrics* metrics)
-    : channel_(std::move(upstream)), stub_(channel_), metrics_(metrics) {}
+PassthroughService::PassthroughService(std::shared_ptr<grpc::Channel> upstream, RpcMetrics* metrics,
+                                       RewritePolicy* policy)
+    : channel_(std::move(upstream)), stub_(channel_), metrics_(metrics), policy_(policy) {
+  for (const char* name : {"runtime.v1.RuntimeService", "runtime.v1.ImageService"}) {
+    const auto* service =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
+    if (service == nullptr) continue;
+    for (int i = 0; i < service->method_count(); ++i) {
+      const auto* m = service->method(i);
+      if (!m->client_streaming() && !m->server_streaming()) {
+        unary_methods_.insert("/" + std::string(name) + "/" + m->name());
+      }
+    }
+  }
+}
 
 grpc::ServerGenericBidiReactor* PassthroughService::CreateReactor(
     grpc::GenericCallbackServerContext* ctx) {
-  return new ProxyCall(ctx, &stub_, metrics_);
+  std::unique_ptr<CallRewriter> rewriter = policy_ ? policy_->ForMethod(ctx->method()) : nullptr;
+  if (unary_methods_.count(ctx->method()) != 0) {
+    return new UnaryProxyCall(ctx, &stub_, metrics_, std::move(rewriter));
+  }
+  return new ProxyCall(ctx, &stub_, metrics_, std::move(rewriter));
 }
 
 }  // namespace warmpool::cri

@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "cri/metrics.h"
+#include "cri/rewrite.h"
 
 namespace warmpool::cri {
 
@@ -27,7 +28,10 @@ namespace warmpool::cri {
 // its state. `metrics` must outlive the service.
 class PassthroughService final : public grpc::CallbackGenericService {
  public:
-  PassthroughService(std::shared_ptr<grpc::Channel> upstream, RpcMetrics* metrics);
+  // `policy` (optional, must outlive the service) may rewrite any call; without
+  // one, or for methods it leaves alone, bytes pass untouched.
+  PassthroughService(std::shared_ptr<grpc::Channel> upstream, RpcMetrics* metrics,
+                     RewritePolicy* policy = nullptr);
 
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override;
 
@@ -35,6 +39,7 @@ class PassthroughService final : public grpc::CallbackGenericService {
   std::shared_ptr<grpc::Channel> channel_;
   grpc::GenericStub stub_;
   RpcMetrics* metrics_;
+  RewritePolicy* policy_;
   // Full names ("/runtime.v1.RuntimeService/Version") of the methods the CRI
   // declares unary: they take a shorter path. Any other method, including
   // ones this build has never heard of, goes through the streaming pump.
