@@ -1,0 +1,166 @@
+#include "daemon/admin_server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <tuple>
+#include <utility>
+
+#include "cri/server.h"
+#include "warmpool_admin.grpc.pb.h"
+
+namespace warmpool {
+namespace {
+
+int64_t UnixNanos(std::chrono::system_clock::time_point t) {
+  if (t == std::chrono::system_clock::time_point{}) return 0;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace
+
+admin::v1::EntryState ToProto(EntryState state) {
+  switch (state) {
+    case EntryState::kCreating:
+      return admin::v1::ENTRY_STATE_CREATING;
+    case EntryState::kWarming:
+      return admin::v1::ENTRY_STATE_WARMING;
+    case EntryState::kFrozen:
+      return admin::v1::ENTRY_STATE_FROZEN;
+    case EntryState::kAdopted:
+      return admin::v1::ENTRY_STATE_ADOPTED;
+    case EntryState::kDestroying:
+      return admin::v1::ENTRY_STATE_DESTROYING;
+  }
+  return admin::v1::ENTRY_STATE_UNSPECIFIED;
+}
+
+admin::v1::PoolStatus ToProto(const PoolStatus& pool) {
+  admin::v1::PoolStatus out;
+  out.set_name(pool.name);
+  out.set_target(pool.target);
+  out.set_creating(pool.creating);
+  out.set_warming(pool.warming);
+  out.set_frozen(pool.frozen);
+  out.set_adopted(pool.adopted);
+  out.set_failures(pool.failures);
+  out.set_hits(pool.hits);
+  out.set_memory_bytes(pool.memory_bytes);
+  out.set_last_error(pool.last_error);
+  out.set_backoff_ms(pool.backoff.count());
+  out.set_draining(pool.draining);
+  return out;
+}
+
+admin::v1::Entry ToProto(const EntryInfo& entry) {
+  admin::v1::Entry out;
+  out.set_id(entry.id);
+  out.set_pool(entry.pool);
+  out.set_state(ToProto(entry.state));
+  out.set_sandbox_id(entry.sandbox_id);
+  for (const std::string& id : entry.container_ids) out.add_container_ids(id);
+  out.set_pod_ip(entry.pod_ip);
+  out.set_created_at_unix_nanos(UnixNanos(entry.created_at));
+  out.set_state_since_unix_nanos(UnixNanos(entry.state_since));
+  out.set_memory_bytes(entry.memory_bytes);
+  out.set_last_error(entry.last_error);
+  return out;
+}
+
+// The handlers copy a snapshot from the backend and answer inline, on the
+// gRPC thread that delivered the call: nothing here waits.
+class AdminServer::Service final : public admin::v1::Admin::CallbackService {
+ public:
+  explicit Service(AdminBackend* backend) : backend_(backend) {}
+
+  grpc::ServerUnaryReactor* ListPools(grpc::CallbackServerContext* context,
+                                      const admin::v1::ListPoolsRequest* request,
+                                      admin::v1::ListPoolsResponse* response) override {
+    for (const PoolStatus& pool : backend_->Pools()) *response->add_pools() = ToProto(pool);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* ListEntries(grpc::CallbackServerContext* context,
+                                        const admin::v1::ListEntriesRequest* request,
+                                        admin::v1::ListEntriesResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const std::string& pool = request->pool();
+    std::vector<EntryInfo> entries = backend_->Entries();
+    if (!pool.empty()) {
+      std::erase_if(entries, [&](const EntryInfo& e) { return e.pool != pool; });
+      if (entries.empty() && !HasPool(pool)) {
+        reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no pool named '" + pool + "'"));
+        return reactor;
+      }
+    }
+    std::sort(entries.begin(), entries.end(), [](const EntryInfo& a, const EntryInfo& b) {
+      return std::tie(a.pool, a.created_at, a.id) < std::tie(b.pool, b.created_at, b.id);
+    });
+    for (const EntryInfo& entry : entries) *response->add_entries() = ToProto(entry);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  bool HasPool(const std::string& name) {
+    std::vector<PoolStatus> pools = backend_->Pools();
+    return std::any_of(pools.begin(), pools.end(),
+                       [&](const PoolStatus& p) { return p.name == name; });
+  }
+
+  AdminBackend* const backend_;
+};
+
+AdminServer::AdminServer(std::string path, std::unique_ptr<Service> service,
+                         std::unique_ptr<grpc::Server> server)
+    : path_(std::move(path)), service_(std::move(service)), server_(std::move(server)) {}
+
+absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const std::string& path,
+                                                                AdminBackend* backend) {
+  if (absl::Status s = cri::PrepareSocketPath(path); !s.ok()) return s;
+
+  auto service = std::make_unique<Service>(backend);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(service.get());
+  int bound = 0;
+  builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials(), &bound);
+  // The socket is created by BuildAndStart: the umask keeps it root only from
+  // its first moment, chmod then sets exactly 0600.
+  const mode_t old_umask = umask(0177);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  umask(old_umask);
+  if (!server || !bound) {
+    return absl::UnavailableError("cannot listen on the admin socket " + path);
+  }
+  if (chmod(path.c_str(), 0600) != 0) {
+    const int err = errno;
+    server->Shutdown();
+    server->Wait();
+    unlink(path.c_str());
+    return absl::FailedPreconditionError("cannot chmod " + path + ": " + std::strerror(err));
+  }
+  return std::unique_ptr<AdminServer>(new AdminServer(path, std::move(service), std::move(server)));
+}
+
+void AdminServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  // Handlers answer inline, so a short grace is plenty; a client that stalls
+  // reading its answer is cancelled.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  server_->Wait();
+  if (unlink(path_.c_str()) != 0 && errno != ENOENT) {
+    spdlog::warn("cannot remove the admin socket {}: {}", path_, std::strerror(errno));
+  }
+}
+
+AdminServer::~AdminServer() { Shutdown(); }
+
+}  // namespace warmpool
