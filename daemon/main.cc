@@ -1,8 +1,10 @@
 // warmpoold: the per-node daemon kubelet talks to instead of containerd.
 //
 // Start-up, in order: parse and validate the config (refuse to start on any
-// error, with file:line:col), set up logging, dial the upstream runtime, start
-// serving on the CRI socket, then report READY=1 once the upstream answered.
+// error, with file:line:col), set up logging, find the cgroup hierarchies,
+// dial the upstream runtime, start serving on the CRI socket (pass-through
+// with pool objects hidden) and the admin socket; once the upstream answers,
+// recover the pools' entries, start filling, and report READY=1.
 // Signals are handled on the main thread: SIGTERM/SIGINT stop (in-flight calls
 // finish or are cancelled, the socket is removed), SIGHUP reloads the config.
 
@@ -22,8 +24,14 @@
 #include "cri/server.h"
 #include "cri/upstream.h"
 #include "cri_runtime_v1.grpc.pb.h"
+#include "daemon/admin_server.h"
+#include "daemon/cgroups.h"
 #include "daemon/config.h"
 #include "daemon/notify.h"
+#include "daemon/pool_manager.h"
+#include "daemon/pool_objects.h"
+#include "daemon/read_filter.h"
+#include "daemon/runtime_client.h"
 
 namespace warmpool {
 namespace {
@@ -92,29 +100,57 @@ int Run(const Config& config, const std::string& config_path) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   SystemdNotifier notifier;
+  auto layout = CgroupLayout::Detect();
+  if (!layout.ok()) {
+    spdlog::critical("cannot find the cgroup hierarchies: {}",
+                     std::string(layout.status().message()));
+    return 1;
+  }
+  Cgroups cgroups(*layout);
+  spdlog::info("cgroups: {}; freezer {}", cgroups.DescribeBackends(),
+               cgroups.freezer_version() == CgroupVersion::kV1 ? "v1" : "v2");
+  KernelEntryCgroups entry_cgroups(&cgroups);
+
   cri::RpcMetrics metrics;
   std::shared_ptr<grpc::Channel> upstream = cri::DialUpstream(config.daemon.upstream);
-  cri::PassthroughService passthrough(upstream, &metrics);
+  PoolObjects pool_objects;
+  PoolReadFilter read_filter(&pool_objects);
+  GrpcRuntimeClient runtime(upstream);
+  PoolManager pools(&runtime, &entry_cgroups, &pool_objects);
+  cri::PassthroughService passthrough(upstream, &metrics, &read_filter);
   auto server = cri::CriServer::Start(config.daemon.listen, &passthrough);
   if (!server.ok()) {
     spdlog::critical("cannot serve: {}", std::string(server.status().message()));
     return 1;
   }
   spdlog::info("serving CRI on {}", (*server)->path());
+  auto admin = AdminServer::Start(config.daemon.admin, &pools);
+  if (!admin.ok()) {
+    spdlog::critical("cannot serve the admin API: {}", std::string(admin.status().message()));
+    (*server)->Shutdown(std::chrono::milliseconds(0));
+    return 1;
+  }
 
   UpstreamProbe probe(upstream);
   bool ready = false;
+  Config current = config;
   const auto watchdog = notifier.WatchdogInterval();
   // Wake at half the watchdog interval (systemd's advice), at most every second.
   auto tick = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::seconds(1));
   if (watchdog && *watchdog / 2 < tick) tick = *watchdog / 2;
   auto next_probe = std::chrono::steady_clock::now();
-  Config current = config;
 
   for (;;) {
     if (std::chrono::steady_clock::now() >= next_probe) {
       const bool up = probe.Check();
       if (up && !ready) {
+        // Recovery needs the upstream; READY=1 only once it is done.
+        if (absl::Status s = pools.Start(current); !s.ok()) {
+          spdlog::critical("pools: {}", std::string(s.message()));
+          (*admin)->Shutdown();
+          (*server)->Shutdown(kShutdownGrace);
+          return 1;
+        }
         ready = true;
         notifier.Ready();
         notifier.Status("serving; upstream " + config.daemon.upstream + " reachable");
@@ -138,6 +174,8 @@ int Run(const Config& config, const std::string& config_path) {
                    sig == SIGTERM ? "SIGTERM" : "SIGINT", kShutdownGrace.count());
       notifier.Stopping();
       (*server)->Shutdown(kShutdownGrace);
+      (*admin)->Shutdown();
+      pools.Stop();  // frozen entries stay for the next start
       spdlog::info("stopped");
       return 0;
     }
@@ -154,6 +192,7 @@ int Run(const Config& config, const std::string& config_path) {
         }
         spdlog::set_level(spdlog::level::from_str(reloaded->daemon.log_level));
         current = *reloaded;
+        if (ready) pools.ApplyConfig(current);
         spdlog::info("reloaded {}", config_path);
       }
       notifier.Ready();

@@ -1,0 +1,54 @@
+#include "daemon/pool_objects.h"
+
+#include <mutex>
+
+namespace warmpool {
+
+void PoolObjects::AddSandbox(const std::string& id) {
+  std::unique_lock lock(mu_);
+  ids_.insert(id);
+}
+
+void PoolObjects::AddContainer(const std::string& id) {
+  std::unique_lock lock(mu_);
+  ids_.insert(id);
+}
+
+void PoolObjects::Remove(const std::string& id) {
+  std::unique_lock lock(mu_);
+  ids_.erase(id);
+}
+
+bool PoolObjects::Contains(const std::string& id) const {
+  std::shared_lock lock(mu_);
+  return ids_.count(id) != 0;
+}
+
+void PoolObjects::SetPinnedImages(std::set<std::string> image_ids) {
+  std::unique_lock lock(mu_);
+  pinned_ = std::move(image_ids);
+}
+
+bool PoolObjects::IsPinned(const std::string& image_id) const {
+  std::shared_lock lock(mu_);
+  return pinned_.count(image_id) != 0;
+}
+
+}  // namespace warmpool
+
+#include "daemon/pool_types.h"
+
+namespace warmpool {
+
+const char* EntryStateName(EntryState state) {
+  switch (state) {
+    case EntryState::kCreating: return "creating";
+    case EntryState::kWarming: return "warming";
+    case EntryState::kFrozen: return "frozen";
+    case EntryState::kAdopted: return "adopted";
+    case EntryState::kDestroying: return "destroying";
+  }
+  return "unknown";
+}
+
+}  // namespace warmpool

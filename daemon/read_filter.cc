@@ -1,0 +1,392 @@
+#include "daemon/read_filter.h"
+
+#include <functional>
+
+#include "cri_runtime_v1.pb.h"
+
+namespace warmpool {
+namespace {
+
+namespace v1 = ::runtime::v1;
+using cri::ParseMessage;
+using cri::SerializeMessage;
+
+constexpr const char* kRuntime = "/runtime.v1.RuntimeService/";
+constexpr const char* kImage = "/runtime.v1.ImageService/";
+
+bool Managed(const google::protobuf::Map<std::string, std::string>& labels) {
+  return labels.count(kLabelManaged) != 0;
+}
+
+// A call naming a pool object by id: answered as containerd answers for an
+// id it does not know (its exact message, per method), never forwarded.
+class IdGuard final : public cri::CallRewriter {
+ public:
+  using Getter = std::function<std::string(const google::protobuf::Message&)>;
+  IdGuard(const PoolObjects* objects, std::unique_ptr<google::protobuf::Message> prototype,
+          Getter id_of, std::function<grpc::Status(const std::string&)> answer)
+      : objects_(objects),
+        request_(std::move(prototype)),
+        id_of_(std::move(id_of)),
+        answer_(std::move(answer)) {}
+
+  grpc::Status OnRequest(grpc::ByteBuffer* message) override {
+    if (grpc::Status s = ParseMessage(*message, request_.get()); !s.ok()) return s;
+    const std::string id = id_of_(*request_);
+    if (!id.empty() && objects_->Contains(id)) return answer_(id);
+    return grpc::Status::OK;
+  }
+
+ private:
+  const PoolObjects* objects_;
+  std::unique_ptr<google::protobuf::Message> request_;
+  Getter id_of_;
+  std::function<grpc::Status(const std::string&)> answer_;
+};
+
+// Edits each response message of type Resp with `edit` (returns whether it
+// changed anything: an unchanged message keeps its original bytes).
+template <typename Resp>
+class ResponseEditor final : public cri::CallRewriter {
+ public:
+  using Edit = std::function<bool(Resp*, const PoolObjects*)>;
+  ResponseEditor(const PoolObjects* objects, Edit edit) : objects_(objects), edit_(edit) {}
+
+  grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
+    Resp resp;
+    if (grpc::Status s = ParseMessage(*message, &resp); !s.ok()) return s;
+    if (!edit_(&resp, objects_)) return grpc::Status::OK;
+    return SerializeMessage(resp, message);
+  }
+
+ private:
+  const PoolObjects* objects_;
+  Edit edit_;
+};
+
+// Removes the elements of a repeated field for which `hide` is true.
+template <typename T, typename Pred>
+bool RemoveIf(google::protobuf::RepeatedPtrField<T>* items, Pred hide) {
+  const int before = items->size();
+  auto keep = std::remove_if(items->begin(), items->end(), hide);
+  items->erase(keep, items->end());
+  return items->size() != before;
+}
+
+template <typename Resp>
+std::unique_ptr<cri::CallRewriter> Editor(const PoolObjects* objects,
+                                          typename ResponseEditor<Resp>::Edit edit) {
+  return std::make_unique<ResponseEditor<Resp>>(objects, std::move(edit));
+}
+
+template <typename Req>
+std::unique_ptr<cri::CallRewriter> Guard(const PoolObjects* objects,
+                                         std::string (*id_of)(const Req&),
+                                         grpc::Status (*answer)(const std::string&)) {
+  return std::make_unique<IdGuard>(
+      objects, std::make_unique<Req>(),
+      [id_of](const google::protobuf::Message& m) { return id_of(static_cast<const Req&>(m)); },
+      answer);
+}
+
+grpc::Status NotFound(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::NOT_FOUND, message);
+}
+
+// The answers below are containerd 1.6's own for unknown ids, method by
+// method (checked against it by the integration tests).
+grpc::Status Ok(const std::string&) { return grpc::Status::OK; }  // idempotent removals
+grpc::Status SandboxFind(const std::string&) {
+  return NotFound("an error occurred when try to find sandbox: not found");
+}
+grpc::Status SandboxFindQuoted(const std::string& id) {
+  return NotFound("an error occurred when try to find sandbox \"" + id + "\": not found");
+}
+grpc::Status SandboxStatsFind(const std::string& id) {
+  return NotFound("an error occurred when trying to find sandbox " + id + ": not found");
+}
+grpc::Status SandboxFailedFind(const std::string& id) {
+  return NotFound("failed to find sandbox \"" + id + "\": not found");
+}
+grpc::Status SandboxIdFind(const std::string& id) {
+  return NotFound("failed to find sandbox id \"" + id + "\": not found");
+}
+grpc::Status ContainerFindQuoted(const std::string& id) {
+  return NotFound("an error occurred when try to find container \"" + id + "\": not found");
+}
+grpc::Status ContainerFailedFind(const std::string&) {
+  return NotFound("failed to find container: not found");
+}
+grpc::Status ContainerExecFind(const std::string& id) {
+  return NotFound("failed to exec in container: failed to find container \"" + id +
+                  "\" in store: not found");
+}
+grpc::Status ContainerStoreFind(const std::string& id) {
+  return NotFound("failed to find container \"" + id + "\" in store: not found");
+}
+grpc::Status ContainerStoreFindUnquoted(const std::string&) {
+  return NotFound("failed to find container in store: not found");
+}
+
+template <typename Req>
+std::string SandboxIdOf(const Req& r) {
+  return r.pod_sandbox_id();
+}
+template <typename Req>
+std::string ContainerIdOf(const Req& r) {
+  return r.container_id();
+}
+
+// --- per-method factories ----------------------------------------------
+
+std::unique_ptr<cri::CallRewriter> ListPodSandbox(const PoolObjects* o) {
+  return Editor<v1::ListPodSandboxResponse>(o, [](auto* r, auto* objects) {
+    return RemoveIf(r->mutable_items(), [&](const v1::PodSandbox& s) {
+      return Managed(s.labels()) || objects->Contains(s.id());
+    });
+  });
+}
+std::unique_ptr<cri::CallRewriter> StreamPodSandboxes(const PoolObjects* o) {
+  return Editor<v1::StreamPodSandboxesResponse>(o, [](auto* r, auto* objects) {
+    return RemoveIf(r->mutable_pod_sandboxes(), [&](const v1::PodSandbox& s) {
+      return Managed(s.labels()) || objects->Contains(s.id());
+    });
+  });
+}
+bool HideContainer(const v1::Container& c, const PoolObjects* objects) {
+  return Managed(c.labels()) || objects->Contains(c.id()) || objects->Contains(c.pod_sandbox_id());
+}
+std::unique_ptr<cri::CallRewriter> ListContainers(const PoolObjects* o) {
+  return Editor<v1::ListContainersResponse>(o, [](auto* r, auto* objects) {
+    return RemoveIf(r->mutable_containers(),
+                    [&](const v1::Container& c) { return HideContainer(c, objects); });
+  });
+}
+std::unique_ptr<cri::CallRewriter> StreamContainers(const PoolObjects* o) {
+  return Editor<v1::StreamContainersResponse>(o, [](auto* r, auto* objects) {
+    return RemoveIf(r->mutable_containers(),
+                    [&](const v1::Container& c) { return HideContainer(c, objects); });
+  });
+}
+bool HideContainerStats(const v1::ContainerStats& s, const PoolObjects* objects) {
+  return Managed(s.attributes().labels()) || objects->Contains(s.attributes().id());
+}
+std::unique_ptr<cri::CallRewriter> ListContainerStats(const PoolObjects* o) {
+  return Editor<v1::ListContainerStatsResponse>(o, [](auto* r, auto* objects) {
+    return RemoveIf(r->mutable_stats(),
+                    [&](const v1::ContainerStats& s) { return HideContainerStats(s, objects); });
+  });
+}
+std::unique_ptr<cri::CallRewriter> StreamContainerStats(const PoolObjects* o) {
+  return Editor<v1::StreamContainerStatsResponse>(o, [](auto* r, auto* objects) {
+    return RemoveIf(r->mutable_container_stats(),
+                    [&](const v1::ContainerStats& s) { return HideContainerStats(s, objects); });
+  });
+}
+bool HideSandboxStats(const v1::PodSandboxStats& s, const PoolObjects* objects) {
+  return Managed(s.attributes().labels()) || objects->Contains(s.attributes().id());
+}
+std::unique_ptr<cri::CallRewriter> ListPodSandboxStats(const PoolObjects* o) {
+  return Editor<v1::ListPodSandboxStatsResponse>(o, [](auto* r, auto* objects) {
+    return RemoveIf(r->mutable_stats(),
+                    [&](const v1::PodSandboxStats& s) { return HideSandboxStats(s, objects); });
+  });
+}
+std::unique_ptr<cri::CallRewriter> StreamPodSandboxStats(const PoolObjects* o) {
+  return Editor<v1::StreamPodSandboxStatsResponse>(o, [](auto* r, auto* objects) {
+    return RemoveIf(r->mutable_pod_sandbox_stats(),
+                    [&](const v1::PodSandboxStats& s) { return HideSandboxStats(s, objects); });
+  });
+}
+std::unique_ptr<cri::CallRewriter> ListPodSandboxMetrics(const PoolObjects* o) {
+  return Editor<v1::ListPodSandboxMetricsResponse>(o, [](auto* r, auto* objects) {
+    return RemoveIf(r->mutable_pod_metrics(), [&](const v1::PodSandboxMetrics& m) {
+      return objects->Contains(m.pod_sandbox_id());
+    });
+  });
+}
+std::unique_ptr<cri::CallRewriter> StreamPodSandboxMetrics(const PoolObjects* o) {
+  return Editor<v1::StreamPodSandboxMetricsResponse>(o, [](auto* r, auto* objects) {
+    return RemoveIf(r->mutable_pod_sandbox_metrics(), [&](const v1::PodSandboxMetrics& m) {
+      return objects->Contains(m.pod_sandbox_id());
+    });
+  });
+}
+
+// Events of pool containers are dropped whole (a stream message is one event).
+class EventFilter final : public cri::CallRewriter {
+ public:
+  explicit EventFilter(const PoolObjects* objects) : objects_(objects) {}
+  grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
+    v1::ContainerEventResponse event;
+    if (grpc::Status s = ParseMessage(*message, &event); !s.ok()) return s;
+    *drop = objects_->Contains(event.container_id()) ||
+            Managed(event.pod_sandbox_status().labels()) ||
+            objects_->Contains(event.pod_sandbox_status().id());
+    return grpc::Status::OK;
+  }
+
+ private:
+  const PoolObjects* objects_;
+};
+std::unique_ptr<cri::CallRewriter> GetContainerEvents(const PoolObjects* o) {
+  return std::make_unique<EventFilter>(o);
+}
+
+// PodSandboxStatus: by id, and by the labels in the answer.
+class SandboxStatusFilter final : public cri::CallRewriter {
+ public:
+  explicit SandboxStatusFilter(const PoolObjects* objects) : objects_(objects) {}
+  grpc::Status OnRequest(grpc::ByteBuffer* message) override {
+    v1::PodSandboxStatusRequest req;
+    if (grpc::Status s = ParseMessage(*message, &req); !s.ok()) return s;
+    if (objects_->Contains(req.pod_sandbox_id())) return SandboxFind(req.pod_sandbox_id());
+    return grpc::Status::OK;
+  }
+  grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
+    v1::PodSandboxStatusResponse resp;
+    if (grpc::Status s = ParseMessage(*message, &resp); !s.ok()) return s;
+    if (Managed(resp.status().labels())) return SandboxFind(resp.status().id());
+    return grpc::Status::OK;
+  }
+
+ private:
+  const PoolObjects* objects_;
+};
+std::unique_ptr<cri::CallRewriter> PodSandboxStatus(const PoolObjects* o) {
+  return std::make_unique<SandboxStatusFilter>(o);
+}
+
+// ContainerStatus: by id, and by the labels in the answer.
+class ContainerStatusFilter final : public cri::CallRewriter {
+ public:
+  explicit ContainerStatusFilter(const PoolObjects* objects) : objects_(objects) {}
+  grpc::Status OnRequest(grpc::ByteBuffer* message) override {
+    v1::ContainerStatusRequest req;
+    if (grpc::Status s = ParseMessage(*message, &req); !s.ok()) return s;
+    id_ = req.container_id();
+    if (objects_->Contains(id_)) return ContainerFindQuoted(id_);
+    return grpc::Status::OK;
+  }
+  grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
+    v1::ContainerStatusResponse resp;
+    if (grpc::Status s = ParseMessage(*message, &resp); !s.ok()) return s;
+    if (Managed(resp.status().labels())) return ContainerFindQuoted(id_);
+    return grpc::Status::OK;
+  }
+
+ private:
+  const PoolObjects* objects_;
+  std::string id_;
+};
+std::unique_ptr<cri::CallRewriter> ContainerStatus(const PoolObjects* o) {
+  return std::make_unique<ContainerStatusFilter>(o);
+}
+
+bool PinImage(v1::Image* image, const PoolObjects* objects) {
+  if (image->pinned() || !objects->IsPinned(image->id())) return false;
+  image->set_pinned(true);
+  return true;
+}
+std::unique_ptr<cri::CallRewriter> ImageStatus(const PoolObjects* o) {
+  return Editor<v1::ImageStatusResponse>(o, [](auto* r, auto* objects) {
+    return r->has_image() && PinImage(r->mutable_image(), objects);
+  });
+}
+std::unique_ptr<cri::CallRewriter> ListImages(const PoolObjects* o) {
+  return Editor<v1::ListImagesResponse>(o, [](auto* r, auto* objects) {
+    bool changed = false;
+    for (auto& image : *r->mutable_images()) changed |= PinImage(&image, objects);
+    return changed;
+  });
+}
+std::unique_ptr<cri::CallRewriter> StreamImages(const PoolObjects* o) {
+  return Editor<v1::StreamImagesResponse>(o, [](auto* r, auto* objects) {
+    bool changed = false;
+    for (auto& image : *r->mutable_images()) changed |= PinImage(&image, objects);
+    return changed;
+  });
+}
+
+}  // namespace
+
+grpc::Status SandboxNotFound(const std::string& id) { return SandboxFind(id); }
+grpc::Status ContainerNotFound(const std::string& id) { return ContainerFindQuoted(id); }
+
+PoolReadFilter::PoolReadFilter(const PoolObjects* objects) : objects_(objects) {
+  auto rt = [](const char* m) { return std::string(kRuntime) + m; };
+  // Reads: answers edited.
+  factories_[rt("ListPodSandbox")] = &ListPodSandbox;
+  factories_[rt("StreamPodSandboxes")] = &StreamPodSandboxes;
+  factories_[rt("PodSandboxStatus")] = &PodSandboxStatus;
+  factories_[rt("ListContainers")] = &ListContainers;
+  factories_[rt("StreamContainers")] = &StreamContainers;
+  factories_[rt("ContainerStatus")] = &ContainerStatus;
+  factories_[rt("ListContainerStats")] = &ListContainerStats;
+  factories_[rt("StreamContainerStats")] = &StreamContainerStats;
+  factories_[rt("ListPodSandboxStats")] = &ListPodSandboxStats;
+  factories_[rt("StreamPodSandboxStats")] = &StreamPodSandboxStats;
+  factories_[rt("ListPodSandboxMetrics")] = &ListPodSandboxMetrics;
+  factories_[rt("StreamPodSandboxMetrics")] = &StreamPodSandboxMetrics;
+  factories_[rt("GetContainerEvents")] = &GetContainerEvents;
+  factories_[std::string(kImage) + "ImageStatus"] = &ImageStatus;
+  factories_[std::string(kImage) + "ListImages"] = &ListImages;
+  factories_[std::string(kImage) + "StreamImages"] = &StreamImages;
+  // Calls by id: a pool object is an unknown id to kubelet.
+  factories_[rt("StopPodSandbox")] = [](const PoolObjects* o) {
+    return Guard<v1::StopPodSandboxRequest>(o, &SandboxIdOf, &SandboxFindQuoted);
+  };
+  factories_[rt("RemovePodSandbox")] = [](const PoolObjects* o) {
+    return Guard<v1::RemovePodSandboxRequest>(o, &SandboxIdOf, &Ok);
+  };
+  factories_[rt("PodSandboxStats")] = [](const PoolObjects* o) {
+    return Guard<v1::PodSandboxStatsRequest>(o, &SandboxIdOf, &SandboxStatsFind);
+  };
+  factories_[rt("PortForward")] = [](const PoolObjects* o) {
+    return Guard<v1::PortForwardRequest>(o, &SandboxIdOf, &SandboxFailedFind);
+  };
+  factories_[rt("CreateContainer")] = [](const PoolObjects* o) {
+    return Guard<v1::CreateContainerRequest>(o, &SandboxIdOf, &SandboxIdFind);
+  };
+  factories_[rt("UpdatePodSandboxResources")] = [](const PoolObjects* o) {
+    return Guard<v1::UpdatePodSandboxResourcesRequest>(o, &SandboxIdOf, &SandboxFindQuoted);
+  };
+  factories_[rt("ContainerStats")] = [](const PoolObjects* o) {
+    return Guard<v1::ContainerStatsRequest>(o, &ContainerIdOf, &ContainerFailedFind);
+  };
+  factories_[rt("StartContainer")] = [](const PoolObjects* o) {
+    return Guard<v1::StartContainerRequest>(o, &ContainerIdOf, &ContainerFindQuoted);
+  };
+  factories_[rt("StopContainer")] = [](const PoolObjects* o) {
+    return Guard<v1::StopContainerRequest>(o, &ContainerIdOf, &ContainerFindQuoted);
+  };
+  factories_[rt("RemoveContainer")] = [](const PoolObjects* o) {
+    return Guard<v1::RemoveContainerRequest>(o, &ContainerIdOf, &Ok);
+  };
+  factories_[rt("ExecSync")] = [](const PoolObjects* o) {
+    return Guard<v1::ExecSyncRequest>(o, &ContainerIdOf, &ContainerExecFind);
+  };
+  factories_[rt("Exec")] = [](const PoolObjects* o) {
+    return Guard<v1::ExecRequest>(o, &ContainerIdOf, &ContainerStoreFind);
+  };
+  factories_[rt("Attach")] = [](const PoolObjects* o) {
+    return Guard<v1::AttachRequest>(o, &ContainerIdOf, &ContainerStoreFindUnquoted);
+  };
+  factories_[rt("ReopenContainerLog")] = [](const PoolObjects* o) {
+    return Guard<v1::ReopenContainerLogRequest>(o, &ContainerIdOf, &ContainerFindQuoted);
+  };
+  factories_[rt("UpdateContainerResources")] = [](const PoolObjects* o) {
+    return Guard<v1::UpdateContainerResourcesRequest>(o, &ContainerIdOf, &ContainerFailedFind);
+  };
+  factories_[rt("CheckpointContainer")] = [](const PoolObjects* o) {
+    return Guard<v1::CheckpointContainerRequest>(o, &ContainerIdOf, &ContainerFindQuoted);
+  };
+}
+
+std::unique_ptr<cri::CallRewriter> PoolReadFilter::ForMethod(const std::string& method) {
+  auto it = factories_.find(method);
+  if (it == factories_.end()) return nullptr;
+  return it->second(objects_);
+}
+
+}  // namespace warmpool

@@ -1,0 +1,36 @@
+#pragma once
+
+// What kubelet sees of pools: nothing. Pool entries' sandboxes, containers,
+// stats, metrics and events are removed from every read answer (lists,
+// streams, events); a call naming a pool object by id gets the NOT_FOUND
+// containerd gives for an id it does not know; images pools need are
+// reported pinned, so kubelet's image GC leaves them alone.
+//
+// Objects are recognised by the warmpool labels they carry (so one caught
+// between its creation and its registration is hidden too) and by id (for
+// calls that carry only an id). Every other method passes untouched.
+
+#include <map>
+#include <string>
+
+#include "cri/rewrite.h"
+#include "daemon/pool_objects.h"
+
+namespace warmpool {
+
+class PoolReadFilter final : public cri::RewritePolicy {
+ public:
+  explicit PoolReadFilter(const PoolObjects* objects);
+  std::unique_ptr<cri::CallRewriter> ForMethod(const std::string& method) override;
+
+ private:
+  using Factory = std::unique_ptr<cri::CallRewriter> (*)(const PoolObjects*);
+  const PoolObjects* objects_;
+  std::map<std::string, Factory> factories_;
+};
+
+// The NOT_FOUND containerd 1.6 answers for an unknown sandbox / container id.
+grpc::Status SandboxNotFound(const std::string& id);
+grpc::Status ContainerNotFound(const std::string& id);
+
+}  // namespace warmpool

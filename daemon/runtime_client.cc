@@ -1,0 +1,113 @@
+#include "daemon/runtime_client.h"
+
+#include <grpcpp/client_context.h>
+
+namespace warmpool {
+namespace {
+
+constexpr auto kCallTimeout = std::chrono::seconds(60);
+constexpr auto kPullTimeout = std::chrono::minutes(10);
+
+std::unique_ptr<grpc::ClientContext> Context(std::chrono::seconds timeout = kCallTimeout) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
+  return ctx;
+}
+
+}  // namespace
+
+absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      what + ": " + status.error_message());
+}
+
+GrpcRuntimeClient::GrpcRuntimeClient(std::shared_ptr<grpc::Channel> channel)
+    : runtime_(v1::RuntimeService::NewStub(channel)),
+      images_(v1::ImageService::NewStub(channel)) {}
+
+absl::Status GrpcRuntimeClient::RunPodSandbox(const v1::RunPodSandboxRequest& req,
+                                              v1::RunPodSandboxResponse* resp) {
+  return FromGrpc(runtime_->RunPodSandbox(Context().get(), req, resp), "RunPodSandbox");
+}
+
+absl::Status GrpcRuntimeClient::StopPodSandbox(const std::string& sandbox_id) {
+  v1::StopPodSandboxRequest req;
+  req.set_pod_sandbox_id(sandbox_id);
+  v1::StopPodSandboxResponse resp;
+  return FromGrpc(runtime_->StopPodSandbox(Context().get(), req, &resp), "StopPodSandbox");
+}
+
+absl::Status GrpcRuntimeClient::RemovePodSandbox(const std::string& sandbox_id) {
+  v1::RemovePodSandboxRequest req;
+  req.set_pod_sandbox_id(sandbox_id);
+  v1::RemovePodSandboxResponse resp;
+  return FromGrpc(runtime_->RemovePodSandbox(Context().get(), req, &resp), "RemovePodSandbox");
+}
+
+absl::Status GrpcRuntimeClient::PodSandboxStatus(const std::string& sandbox_id,
+                                                 v1::PodSandboxStatusResponse* resp) {
+  v1::PodSandboxStatusRequest req;
+  req.set_pod_sandbox_id(sandbox_id);
+  return FromGrpc(runtime_->PodSandboxStatus(Context().get(), req, resp), "PodSandboxStatus");
+}
+
+absl::Status GrpcRuntimeClient::ListPodSandbox(const v1::PodSandboxFilter& filter,
+                                               v1::ListPodSandboxResponse* resp) {
+  v1::ListPodSandboxRequest req;
+  *req.mutable_filter() = filter;
+  return FromGrpc(runtime_->ListPodSandbox(Context().get(), req, resp), "ListPodSandbox");
+}
+
+absl::Status GrpcRuntimeClient::CreateContainer(const v1::CreateContainerRequest& req,
+                                                v1::CreateContainerResponse* resp) {
+  return FromGrpc(runtime_->CreateContainer(Context().get(), req, resp), "CreateContainer");
+}
+
+absl::Status GrpcRuntimeClient::StartContainer(const std::string& container_id) {
+  v1::StartContainerRequest req;
+  req.set_container_id(container_id);
+  v1::StartContainerResponse resp;
+  return FromGrpc(runtime_->StartContainer(Context().get(), req, &resp), "StartContainer");
+}
+
+absl::Status GrpcRuntimeClient::ContainerStatus(const std::string& container_id,
+                                                v1::ContainerStatusResponse* resp) {
+  v1::ContainerStatusRequest req;
+  req.set_container_id(container_id);
+  return FromGrpc(runtime_->ContainerStatus(Context().get(), req, resp), "ContainerStatus");
+}
+
+absl::Status GrpcRuntimeClient::ListContainers(const v1::ContainerFilter& filter,
+                                               v1::ListContainersResponse* resp) {
+  v1::ListContainersRequest req;
+  *req.mutable_filter() = filter;
+  return FromGrpc(runtime_->ListContainers(Context().get(), req, resp), "ListContainers");
+}
+
+absl::Status GrpcRuntimeClient::ExecSync(const std::string& container_id,
+                                         const std::vector<std::string>& cmd,
+                                         std::chrono::seconds timeout,
+                                         v1::ExecSyncResponse* resp) {
+  v1::ExecSyncRequest req;
+  req.set_container_id(container_id);
+  for (const auto& arg : cmd) req.add_cmd(arg);
+  req.set_timeout(timeout.count());
+  return FromGrpc(runtime_->ExecSync(Context(timeout + std::chrono::seconds(5)).get(), req, resp),
+                  "ExecSync");
+}
+
+absl::Status GrpcRuntimeClient::ImageStatus(const std::string& image,
+                                            v1::ImageStatusResponse* resp) {
+  v1::ImageStatusRequest req;
+  req.mutable_image()->set_image(image);
+  return FromGrpc(images_->ImageStatus(Context().get(), req, resp), "ImageStatus");
+}
+
+absl::Status GrpcRuntimeClient::PullImage(const std::string& image, v1::PullImageResponse* resp) {
+  v1::PullImageRequest req;
+  req.mutable_image()->set_image(image);
+  return FromGrpc(images_->PullImage(Context(kPullTimeout).get(), req, resp), "PullImage");
+}
+
+}  // namespace warmpool
