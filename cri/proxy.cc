@@ -9,6 +9,8 @@
 #include <optional>
 #include <string_view>
 
+#include "cri_runtime_v1.pb.h"
+
 namespace warmpool::cri {
 namespace {
 
@@ -253,9 +255,20 @@ class UnaryProxyCall final : public grpc::ServerGenericBidiReactor {
       // The client closed without a request (or went away): nothing to forward.
       return Done(grpc::Status(grpc::StatusCode::INTERNAL, "no request message received"));
     }
-    if (rewriter_) {
-      if (grpc::Status s = rewriter_->OnRequest(&request_); !s.ok()) return Done(s);
-    }
+    if (!rewriter_) return Forward();
+    if (grpc::Status s = rewriter_->OnRequest(&request_); !s.ok()) return Done(s);
+    rewriter_->Decide(request_, [this](std::optional<CallRewriter::LocalAnswer> answer) {
+      if (!answer) return Forward();
+      if (answer->status.ok()) {
+        response_ = std::move(answer->response);
+        Record(answer->status);
+        return StartWriteAndFinish(&response_, grpc::WriteOptions(), answer->status);
+      }
+      Done(answer->status);
+    });
+  }
+
+  void Forward() {
     stub_->UnaryCall(client_ctx_.get(), ctx_->method(), grpc::StubOptions(), &request_, &response_,
                      [this](grpc::Status status) { UpstreamDone(status); });
   }
@@ -304,14 +317,16 @@ class UnaryProxyCall final : public grpc::ServerGenericBidiReactor {
 PassthroughService::PassthroughService(std::shared_ptr<grpc::Channel> upstream, RpcMetrics* metrics,
                                        RewritePolicy* policy)
     : channel_(std::move(upstream)), stub_(channel_), metrics_(metrics), policy_(policy) {
-  for (const char* name : {"runtime.v1.RuntimeService", "runtime.v1.ImageService"}) {
-    const auto* service =
-        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
-    if (service == nullptr) continue;
+  // Through a generated type, not the pool by name: that also makes the
+  // linker keep the descriptors when this library is linked statically.
+  const google::protobuf::FileDescriptor* file =
+      ::runtime::v1::VersionRequest::descriptor()->file();
+  for (int s = 0; s < file->service_count(); ++s) {
+    const google::protobuf::ServiceDescriptor* service = file->service(s);
     for (int i = 0; i < service->method_count(); ++i) {
       const auto* m = service->method(i);
       if (!m->client_streaming() && !m->server_streaming()) {
-        unary_methods_.insert("/" + std::string(name) + "/" + m->name());
+        unary_methods_.insert("/" + service->full_name() + "/" + m->name());
       }
     }
   }

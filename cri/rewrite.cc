@@ -19,6 +19,7 @@ grpc::Status ParseMessage(const grpc::ByteBuffer& buffer, google::protobuf::Mess
 
 grpc::Status SerializeMessage(const google::protobuf::Message& message, grpc::ByteBuffer* buffer) {
   bool own = false;
+  buffer->Clear();  // gRPC's serializer writes only into an empty buffer
   return Traits::Serialize(message, buffer, &own);
 }
 

@@ -4,7 +4,9 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/status.h>
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace warmpool::cri {
@@ -27,6 +29,18 @@ class CallRewriter {
   virtual grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) {
     return grpc::Status::OK;
   }
+
+  // Unary calls only, after OnRequest: whether warmpool answers the call
+  // itself (a hand-off) or forwards it (the cold path). `done` is called
+  // exactly once, from any thread, possibly before Decide returns; nullopt
+  // means forward. Work that blocks belongs on the policy's own threads,
+  // never on the calling (gRPC) thread. The default forwards at once.
+  struct LocalAnswer {
+    grpc::Status status;
+    grpc::ByteBuffer response;  // sent when status is OK
+  };
+  using DecideCallback = std::function<void(std::optional<LocalAnswer>)>;
+  virtual void Decide(const grpc::ByteBuffer& request, DecideCallback done) { done(std::nullopt); }
 };
 
 // Chooses the rewriter of each call. Thread-safe; called once per call.

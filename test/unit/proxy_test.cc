@@ -24,6 +24,7 @@
 #include "cri/metrics.h"
 #include "cri/server.h"
 #include "cri/upstream.h"
+#include "cri_runtime_v1.pb.h"
 
 namespace warmpool::cri {
 namespace {
@@ -73,7 +74,8 @@ Kind KindOf(const std::string& m) {
   if (m == "/test.T/Status" || m == "/runtime.v1.RuntimeService/PodSandboxStatus") {
     return Kind::kStatus;
   }
-  if (m == "/test.T/Stream") return Kind::kStream;
+  if (m == "/test.T/Stream" || m == "/test.T/StreamEven") return Kind::kStream;
+  if (m == "/runtime.v1.RuntimeService/Status") return Kind::kEcho;
   if (m == "/test.T/Slow" || m == "/runtime.v1.ImageService/PullImage") return Kind::kSlow;
   return Kind::kUnknown;
 }
@@ -156,6 +158,49 @@ class FakeUpstream final : public grpc::CallbackGenericService {
   Observed* observed_;
 };
 
+// A policy exercising every rewriting hook:
+//   RuntimeService/Status         answered locally ("local:" + request) from
+//                                 another thread, unless the request is
+//                                 "forward" (then it reaches the upstream echo)
+//   RuntimeService/RuntimeConfig  refused by OnRequest (PERMISSION_DENIED)
+//   /test.T/StreamEven            odd messages dropped, even ones get a "!"
+class TestPolicy final : public RewritePolicy {
+ public:
+  std::unique_ptr<CallRewriter> ForMethod(const std::string& method) override {
+    if (method == "/runtime.v1.RuntimeService/Status") return std::make_unique<Local>();
+    if (method == "/runtime.v1.RuntimeService/RuntimeConfig") return std::make_unique<Refuse>();
+    if (method == "/test.T/StreamEven") return std::make_unique<EvenOnly>();
+    return nullptr;
+  }
+
+ private:
+  class Local final : public CallRewriter {
+   public:
+    void Decide(const grpc::ByteBuffer& request, DecideCallback done) override {
+      std::string body = FromBuffer(request);
+      if (body == "forward") return done(std::nullopt);
+      std::thread([body, done] {
+        done(LocalAnswer{grpc::Status::OK, ToBuffer("local:" + body)});
+      }).detach();
+    }
+  };
+  class Refuse final : public CallRewriter {
+   public:
+    grpc::Status OnRequest(grpc::ByteBuffer*) override {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "refused by policy");
+    }
+  };
+  class EvenOnly final : public CallRewriter {
+   public:
+    grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
+      std::string body = FromBuffer(*message);
+      *drop = std::stoi(body) % 2 == 1;
+      *message = ToBuffer(body + "!");
+      return grpc::Status::OK;
+    }
+  };
+};
+
 // Which proxy path a test exercises: methods no proto declares go through the
 // streaming pump, methods the CRI declares unary through the unary path.
 struct Methods {
@@ -174,7 +219,8 @@ class ProxyTest : public ::testing::TestWithParam<Methods> {
     upstream_path_ = dir_ + "/upstream.sock";
     proxy_path_ = dir_ + "/run/warmpool.sock";  // parent created by the server
     StartUpstream();
-    proxy_service_ = std::make_unique<PassthroughService>(DialUpstream(upstream_path_), &metrics_);
+    proxy_service_ =
+        std::make_unique<PassthroughService>(DialUpstream(upstream_path_), &metrics_, &policy_);
     auto server = CriServer::Start(proxy_path_, proxy_service_.get());
     ASSERT_TRUE(server.ok()) << server.status();
     proxy_ = std::move(*server);
@@ -230,6 +276,7 @@ class ProxyTest : public ::testing::TestWithParam<Methods> {
   std::string dir_, upstream_path_, proxy_path_;
   Observed observed_;
   std::vector<std::unique_ptr<FakeUpstream>> fakes_;
+  TestPolicy policy_;
   std::unique_ptr<grpc::Server> upstream_;
   RpcMetrics metrics_;
   std::unique_ptr<PassthroughService> proxy_service_;
@@ -433,6 +480,50 @@ TEST_P(ProxyTest, StaleSocketFileIsReplaced) {
   EXPECT_TRUE(Unary(Echo(), "again", &reply, &ctx).ok());
 }
 
+TEST_P(ProxyTest, PolicyAnswersLocallyOrForwards) {
+  grpc::ClientContext local_ctx;
+  std::string reply;
+  ASSERT_TRUE(Unary("/runtime.v1.RuntimeService/Status", "abc", &reply, &local_ctx).ok());
+  EXPECT_EQ(reply, "local:abc");
+  grpc::ClientContext fwd_ctx;
+  ASSERT_TRUE(Unary("/runtime.v1.RuntimeService/Status", "forward", &reply, &fwd_ctx).ok());
+  EXPECT_EQ(reply, "forward");  // the upstream's echo
+}
+
+TEST_P(ProxyTest, PolicyRefusalNeverReachesUpstream) {
+  grpc::ClientContext ctx;
+  grpc::Status s = Unary("/runtime.v1.RuntimeService/RuntimeConfig", "x", nullptr, &ctx);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(s.error_message(), "refused by policy");
+}
+
+TEST_P(ProxyTest, PolicyDropsAndEditsStreamMessages) {
+  grpc::ClientContext ctx;
+  grpc::CompletionQueue cq;
+  auto call = stub_->PrepareCall(&ctx, "/test.T/StreamEven", &cq);
+  void* tag;
+  bool ok;
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  call->WriteLast(ToBuffer("10"), grpc::WriteOptions(), reinterpret_cast<void*>(2));
+  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  std::vector<std::string> got;
+  for (;;) {
+    grpc::ByteBuffer msg;
+    call->Read(&msg, reinterpret_cast<void*>(3));
+    if (!cq.Next(&tag, &ok) || !ok) break;
+    got.push_back(FromBuffer(msg));
+  }
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(4));
+  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(got, (std::vector<std::string>{"0!", "2!", "4!", "6!", "8!"}));
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Paths, ProxyTest,
     ::testing::Values(Methods{"StreamingPump", "/test.T/Echo", "/test.T/Status", "/test.T/Slow"},
@@ -446,6 +537,26 @@ TEST(UnixEndpoint, AcceptsTheSpellingsKubeletUses) {
   EXPECT_EQ(UnixTarget("unix:///run/c.sock"), "unix:/run/c.sock");
   EXPECT_EQ(UnixTarget("unix:/run/c.sock"), "unix:/run/c.sock");
   EXPECT_EQ(UnixPath("unix:///run/c.sock"), "/run/c.sock");
+}
+
+}  // namespace
+}  // namespace warmpool::cri
+
+namespace warmpool::cri {
+namespace {
+
+TEST(RewriteWire, SerializeOverAnExistingMessageAndParseBack) {
+  runtime::v1::VersionResponse in;
+  in.set_runtime_name("containerd");
+  grpc::ByteBuffer buffer = ToBuffer("bytes already there");  // as in a rewriter
+  ASSERT_TRUE(SerializeMessage(in, &buffer).ok());
+  runtime::v1::VersionResponse out;
+  ASSERT_TRUE(ParseMessage(buffer, &out).ok());
+  EXPECT_EQ(out.runtime_name(), "containerd");
+  // Parsing does not consume the caller's buffer.
+  runtime::v1::VersionResponse again;
+  ASSERT_TRUE(ParseMessage(buffer, &again).ok());
+  EXPECT_EQ(again.runtime_name(), "containerd");
 }
 
 }  // namespace
