@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libcgroup.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -810,6 +811,27 @@ absl::Status Cgroups::CreateIn(const Hierarchy& h, const std::string& path) cons
         if (!inherited.ok()) return inherited.status();
         WP_RETURN_IF_ERROR(WriteFile(h, level, file, Trim(*inherited)));
       }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Cgroups::MoveProcs(const std::string& from, const std::string& to) {
+  WP_RETURN_IF_ERROR(ValidatePath(from, /*allow_root=*/false));
+  WP_RETURN_IF_ERROR(ValidatePath(to, /*allow_root=*/false));
+  for (const Hierarchy& h : hierarchies_) {
+    absl::StatusOr<std::vector<pid_t>> pids = Procs(h, from);
+    if (absl::IsNotFound(pids.status())) continue;  // not in this hierarchy
+    WP_RETURN_IF_ERROR(pids.status());
+    if (pids->empty()) continue;
+    if (!h.v2 && h.label.find("memory") != std::string::npos) {
+      // v1 keeps the charge in the old cgroup unless the destination asks
+      // for it (bit 0: anonymous pages, bit 1: file pages).
+      (void)WriteFile(h, to, "memory.move_charge_at_immigrate", "3");
+    }
+    for (pid_t pid : *pids) {
+      absl::Status st = WriteFile(h, to, "cgroup.procs", std::to_string(pid));
+      if (!st.ok() && ::kill(pid, 0) == 0) return st;  // a process that exited meanwhile is fine
     }
   }
   return absl::OkStatus();

@@ -126,6 +126,13 @@ class Cgroups {
   // naming it and its pids; every hierarchy is still attempted and all
   // failures are reported.
   absl::Status RemoveTree(const std::string& path);
+  // Moves every process of the cgroup `from` (itself, not its subtree) into
+  // `to` (which must exist: Create it first), in every hierarchy where
+  // `from` exists. On v1 memory the destination gets
+  // memory.move_charge_at_immigrate = 3 first, so the charge moves with the
+  // tasks (v2 never moves charges: init-time memory stays with `from`).
+  // Frozen tasks moved into a thawed v1 freezer cgroup thaw.
+  absl::Status MoveProcs(const std::string& from, const std::string& to);
   // mkdir -p of `path` in every hierarchy. In a v1 cpuset hierarchy each new
   // level inherits its parent's cpuset.cpus and cpuset.mems (empty ones
   // would refuse every task). Enables no v2 controller in subtree_control.

@@ -63,6 +63,10 @@ metrics = ""
 # The cgroup parent of pool entries: an absolute cgroupfs path ("/warmpool")
 # or, with the systemd cgroup driver, a slice name ("warmpool.slice").
 pool_cgroup_parent = "/warmpool"
+# containerd's root directory (its `root` setting): at hand-off warmpool
+# rewrites the hostname and resolv.conf files the CRI plugin keeps there for
+# the adopted sandbox.
+containerd_root = "/var/lib/containerd"
 
 # Pools: none by default. Each [[pool]] keeps `size` frozen entries ready.
 # Pods opt in with the annotation warmpool.io/pool: NAME; a pool with
@@ -567,6 +571,16 @@ void ParseDaemon(const Section& s, DaemonConfig* daemon) {
       daemon->pool_cgroup_parent = std::move(parent);
     }
   }
+  std::string root;
+  if (s.ReadString("containerd_root", &root)) {
+    if (root.empty() || root.front() != '/') {
+      s.Error("containerd_root",
+              Cat("must be an absolute path (containerd's root, \"/var/lib/containerd\"), got ",
+                  Quoted(root)));
+    } else {
+      daemon->containerd_root = std::move(root);
+    }
+  }
   if (daemon->listen == daemon->upstream) {
     s.Error("upstream", "must differ from listen: warmpoold would forward every call to itself");
   }
@@ -879,7 +893,8 @@ absl::StatusOr<Config> Decode(const toml::table& document, std::string_view sour
   if (const toml::table* daemon = root.ReadTable("daemon")) {
     Section s(*daemon, "daemon", diag,
               {"listen", "upstream", "state_dir", "admin", "log_level", "memory_budget",
-               "max_concurrent_creates", "passthrough", "metrics", "pool_cgroup_parent"},
+               "max_concurrent_creates", "passthrough", "metrics", "pool_cgroup_parent",
+               "containerd_root"},
               &top);
     ParseDaemon(s, &config.daemon);
   }

@@ -156,6 +156,9 @@ struct DaemonConfig {
   // cgroup parent of pool entries: an absolute cgroupfs path or a systemd
   // slice name ("warmpool.slice").
   std::string pool_cgroup_parent = "/warmpool";
+  // containerd's root (its `root` setting); the CRI plugin keeps each
+  // sandbox's hostname and resolv.conf under it.
+  std::string containerd_root = "/var/lib/containerd";
 
   bool operator==(const DaemonConfig&) const = default;
 };

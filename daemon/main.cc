@@ -27,11 +27,13 @@
 #include "daemon/admin_server.h"
 #include "daemon/cgroups.h"
 #include "daemon/config.h"
+#include "daemon/handoff.h"
 #include "daemon/notify.h"
 #include "daemon/pool_manager.h"
 #include "daemon/pool_objects.h"
 #include "daemon/read_filter.h"
 #include "daemon/runtime_client.h"
+#include "daemon/state_store.h"
 
 namespace warmpool {
 namespace {
@@ -113,10 +115,20 @@ int Run(const Config& config, const std::string& config_path) {
 
   cri::RpcMetrics metrics;
   std::shared_ptr<grpc::Channel> upstream = cri::DialUpstream(config.daemon.upstream);
+  auto store = StateStore::Open(config.daemon.state_dir + "/adopted");
+  if (!store.ok()) {
+    spdlog::critical("cannot open the state store: {}", std::string(store.status().message()));
+    return 1;
+  }
+  for (const auto& problem : (*store)->load_problems()) {
+    spdlog::error("state store: {}: {} (moved to {})", problem.file, problem.reason, problem.moved_to);
+  }
   PoolObjects pool_objects;
-  PoolReadFilter read_filter(&pool_objects);
   GrpcRuntimeClient runtime(upstream);
   PoolManager pools(&runtime, &entry_cgroups, &pool_objects);
+  Handoff handoff(&pools, &pool_objects, store->get(), &cgroups, &runtime,
+                  config.daemon.containerd_root);
+  PoolReadFilter read_filter(&pool_objects, &handoff);
   cri::PassthroughService passthrough(upstream, &metrics, &read_filter);
   auto server = cri::CriServer::Start(config.daemon.listen, &passthrough);
   if (!server.ok()) {
@@ -144,8 +156,11 @@ int Run(const Config& config, const std::string& config_path) {
     if (std::chrono::steady_clock::now() >= next_probe) {
       const bool up = probe.Check();
       if (up && !ready) {
-        // Recovery needs the upstream; READY=1 only once it is done.
-        if (absl::Status s = pools.Start(current); !s.ok()) {
+        // Recovery needs the upstream; READY=1 only once it is done. Adopted
+        // pods first, so the pools never mistake them for their entries.
+        absl::Status s = handoff.Recover();
+        if (s.ok()) s = pools.Start(current);
+        if (!s.ok()) {
           spdlog::critical("pools: {}", std::string(s.message()));
           (*admin)->Shutdown();
           (*server)->Shutdown(kShutdownGrace);

@@ -712,6 +712,7 @@ void PoolManager::HealthCheck(bool recovering) {
     if (labels.count(kLabelEntry) == 0 || labels.count(kLabelPool) == 0) continue;
     const std::string id = labels.at(kLabelEntry);
     seen_entries.insert(id);
+    if (objects_->Adopted(sb.id()) != nullptr) continue;  // a pod's now, not the pool's
     bool known = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -806,6 +807,55 @@ void PoolManager::RefreshImages() {
   objects_->SetPinnedImages(std::move(ids));
 }
 
+// ------------------------------------------------------------- hand-off --
+
+std::optional<PoolManager::Claimed> PoolManager::Claim(const std::string& pool_name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto pit = pools_.find(pool_name);
+  if (pit == pools_.end() || pit->second.draining || daemon_.passthrough) return std::nullopt;
+  Entry* best = nullptr;
+  for (auto& [id, e] : entries_) {
+    if (e.info.pool != pool_name || e.info.state != EntryState::kFrozen ||
+        e.template_hash != pit->second.template_hash || e.destroy_queued) {
+      continue;
+    }
+    if (best == nullptr || e.info.created_at < best->info.created_at) best = &e;
+  }
+  if (best == nullptr) return std::nullopt;
+  Claimed claimed{best->info, best->cgroup_path};
+  claimed.info.state = EntryState::kAdopted;
+  entries_.erase(best->info.id);
+  pit->second.hits++;
+  cv_.notify_all();  // refill
+  return claimed;
+}
+
+void PoolManager::DestroyClaimed(const Claimed& claimed) {
+  Entry e;
+  e.info = claimed.info;
+  e.cgroup_path = claimed.cgroup_path;
+  DestroyNow(e);
+}
+
+std::string PoolManager::EntryCgroupPath(const std::string& pool, const std::string& entry_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return daemon_.pool_cgroup_parent + "/" + pool + "/" + entry_id;
+}
+
+std::vector<PoolConfig> PoolManager::PoolConfigs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<PoolConfig> out;
+  for (const auto& [name, pool] : pools_) {
+    if (!pool.draining) out.push_back(pool.config);
+  }
+  return out;
+}
+
+bool PoolManager::passthrough() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return daemon_.passthrough;
+}
+
 // ------------------------------------------------------------ reporting --
 
 std::vector<PoolStatus> PoolManager::Pools() {
@@ -820,6 +870,7 @@ std::vector<PoolStatus> PoolManager::Pools() {
     ps.last_error = pool.last_error;
     ps.backoff = pool.retry_at > Clock::now() ? pool.backoff : 0ms;
     ps.draining = pool.draining;
+    ps.adopted = objects_->AdoptedCount(name);
     for (const auto& [id, e] : entries_) {
       if (e.info.pool != name) continue;
       switch (e.info.state) {
@@ -833,9 +884,7 @@ std::vector<PoolStatus> PoolManager::Pools() {
           ps.frozen++;
           ps.memory_bytes += e.info.memory_bytes;
           break;
-        case EntryState::kAdopted:
-          ps.adopted++;
-          break;
+        case EntryState::kAdopted:  // counted from the adopted records above
         case EntryState::kDestroying:
           break;
       }

@@ -43,6 +43,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -112,6 +113,23 @@ class PoolManager final : public AdminBackend {
   // Destroys every entry of every pool and waits until they are gone (tests,
   // uninstall). Filling stays stopped afterwards.
   void DestroyAll();
+
+  // An entry taken out of its pool for a hand-off.
+  struct Claimed {
+    EntryInfo info;
+    std::string cgroup_path;  // where its processes still are
+  };
+  // Takes the oldest frozen entry of `pool` (made from the pool's current
+  // template) for a hand-off: it leaves the pool at once (which refills) and
+  // can never be given to anyone else. nullopt: none is frozen right now.
+  std::optional<Claimed> Claim(const std::string& pool);
+  // A claimed entry whose hand-off failed: removed like any failed entry.
+  void DestroyClaimed(const Claimed& claimed);
+  // The cgroup path entry `entry_id` of `pool` was made in.
+  std::string EntryCgroupPath(const std::string& pool, const std::string& entry_id);
+  // The pools as configured now, and whether pools are switched off.
+  std::vector<PoolConfig> PoolConfigs();
+  bool passthrough();
 
   std::vector<PoolStatus> Pools() override;
   std::vector<EntryInfo> Entries() override;

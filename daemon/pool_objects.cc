@@ -24,6 +24,36 @@ bool PoolObjects::Contains(const std::string& id) const {
   return ids_.count(id) != 0;
 }
 
+void PoolObjects::AddAdopted(AdoptedView view) {
+  std::unique_lock lock(mu_);
+  ids_.erase(view.sandbox_id);
+  const std::string id = view.sandbox_id;
+  adopted_[id] = std::make_shared<const AdoptedView>(std::move(view));
+}
+
+void PoolObjects::RemoveAdopted(const std::string& sandbox_id) {
+  std::unique_lock lock(mu_);
+  adopted_.erase(sandbox_id);
+}
+
+std::shared_ptr<const AdoptedView> PoolObjects::Adopted(const std::string& sandbox_id) const {
+  std::shared_lock lock(mu_);
+  auto it = adopted_.find(sandbox_id);
+  return it == adopted_.end() ? nullptr : it->second;
+}
+
+bool PoolObjects::AnyAdopted() const {
+  std::shared_lock lock(mu_);
+  return !adopted_.empty();
+}
+
+int PoolObjects::AdoptedCount(const std::string& pool) const {
+  std::shared_lock lock(mu_);
+  int n = 0;
+  for (const auto& [id, view] : adopted_) n += view->pool == pool;
+  return n;
+}
+
 void PoolObjects::SetPinnedImages(std::set<std::string> image_ids) {
   std::unique_lock lock(mu_);
   pinned_ = std::move(image_ids);
@@ -42,11 +72,16 @@ namespace warmpool {
 
 const char* EntryStateName(EntryState state) {
   switch (state) {
-    case EntryState::kCreating: return "creating";
-    case EntryState::kWarming: return "warming";
-    case EntryState::kFrozen: return "frozen";
-    case EntryState::kAdopted: return "adopted";
-    case EntryState::kDestroying: return "destroying";
+    case EntryState::kCreating:
+      return "creating";
+    case EntryState::kWarming:
+      return "warming";
+    case EntryState::kFrozen:
+      return "frozen";
+    case EntryState::kAdopted:
+      return "adopted";
+    case EntryState::kDestroying:
+      return "destroying";
   }
   return "unknown";
 }

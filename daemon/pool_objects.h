@@ -5,9 +5,14 @@
 // images). Written by the pool manager, read by the CRI read filter on
 // gRPC's callback threads: lookups take a shared lock and never block long.
 
+#include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <string>
+
+#include "cri_runtime_v1.pb.h"
 
 namespace warmpool {
 
@@ -18,12 +23,28 @@ inline constexpr const char* kLabelEntry = "warmpool.io/entry";          // entr
 inline constexpr const char* kLabelTemplate = "warmpool.io/template";    // template hash
 inline constexpr const char* kLabelContainer = "warmpool.io/container";  // template name
 
+// An entry handed to a pod: how kubelet must see its sandbox.
+struct AdoptedView {
+  std::string sandbox_id;
+  std::string pool;
+  ::runtime::v1::PodSandboxConfig config;  // kubelet's RunPodSandbox config
+  std::string runtime_handler;             // kubelet's runtime_handler
+  int64_t created_at_ns = 0;               // the hand-off time
+};
+
 class PoolObjects {
  public:
   void AddSandbox(const std::string& id);
   void AddContainer(const std::string& id);
   void Remove(const std::string& id);  // a sandbox or container id
   bool Contains(const std::string& id) const;
+
+  // Adopted sandboxes: shown to kubelet as it made them, never hidden.
+  void AddAdopted(AdoptedView view);  // also drops the id from the hidden set
+  void RemoveAdopted(const std::string& sandbox_id);
+  std::shared_ptr<const AdoptedView> Adopted(const std::string& sandbox_id) const;
+  bool AnyAdopted() const;
+  int AdoptedCount(const std::string& pool) const;
 
   // Image ids (sha256:...) the configured pools run.
   void SetPinnedImages(std::set<std::string> image_ids);
@@ -33,6 +54,7 @@ class PoolObjects {
   mutable std::shared_mutex mu_;
   std::set<std::string> ids_;
   std::set<std::string> pinned_;
+  std::map<std::string, std::shared_ptr<const AdoptedView>> adopted_;
 };
 
 }  // namespace warmpool

@@ -30,11 +30,15 @@ class IdGuard final : public cri::CallRewriter {
         id_of_(std::move(id_of)),
         answer_(std::move(answer)) {}
 
-  grpc::Status OnRequest(grpc::ByteBuffer* message) override {
-    if (grpc::Status s = ParseMessage(*message, request_.get()); !s.ok()) return s;
+  // Decided, not refused in OnRequest: some answers are OK (the removals are
+  // idempotent), and an OK from OnRequest would mean "forward".
+  void Decide(const grpc::ByteBuffer& message, DecideCallback done) override {
+    if (grpc::Status s = ParseMessage(message, request_.get()); !s.ok()) {
+      return done(LocalAnswer{s, {}});
+    }
     const std::string id = id_of_(*request_);
-    if (!id.empty() && objects_->Contains(id)) return answer_(id);
-    return grpc::Status::OK;
+    if (id.empty() || !objects_->Contains(id)) return done(std::nullopt);
+    done(LocalAnswer{answer_(id), grpc::ByteBuffer()});  // empty bytes: an empty response
   }
 
  private:
@@ -139,20 +143,96 @@ std::string ContainerIdOf(const Req& r) {
 
 // --- per-method factories ----------------------------------------------
 
-std::unique_ptr<cri::CallRewriter> ListPodSandbox(const PoolObjects* o) {
-  return Editor<v1::ListPodSandboxResponse>(o, [](auto* r, auto* objects) {
-    return RemoveIf(r->mutable_items(), [&](const v1::PodSandbox& s) {
-      return Managed(s.labels()) || objects->Contains(s.id());
+// --- adopted sandboxes: shown as kubelet made them -------------------------
+
+bool HideSandbox(const std::string& id,
+                 const google::protobuf::Map<std::string, std::string>& labels,
+                 const PoolObjects* objects) {
+  return (Managed(labels) || objects->Contains(id)) && objects->Adopted(id) == nullptr;
+}
+
+void Rewrite(const AdoptedView& view, v1::PodSandboxMetadata* metadata,
+             google::protobuf::Map<std::string, std::string>* labels,
+             google::protobuf::Map<std::string, std::string>* annotations) {
+  *metadata = view.config.metadata();
+  *labels = view.config.labels();
+  *annotations = view.config.annotations();
+}
+
+bool Selected(const google::protobuf::Map<std::string, std::string>& labels,
+              const google::protobuf::Map<std::string, std::string>& selector) {
+  for (const auto& [k, v] : selector) {
+    auto it = labels.find(k);
+    if (it == labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+// ListPodSandbox and StreamPodSandboxes: pool entries hidden, adopted ones
+// rewritten; a label selector is applied here, to the rewritten labels
+// (upstream only knows warmpool's labels on adopted sandboxes).
+template <typename Req, typename Resp>
+class SandboxListRewriter final : public cri::CallRewriter {
+ public:
+  using Items = google::protobuf::RepeatedPtrField<v1::PodSandbox>* (*)(Resp*);
+  SandboxListRewriter(const PoolObjects* objects, Items items) : objects_(objects), items_(items) {}
+
+  grpc::Status OnRequest(grpc::ByteBuffer* message) override {
+    if (!objects_->AnyAdopted()) return grpc::Status::OK;
+    Req req;
+    if (grpc::Status s = ParseMessage(*message, &req); !s.ok()) return s;
+    if (req.filter().label_selector().empty()) return grpc::Status::OK;
+    selector_ = req.filter().label_selector();
+    req.mutable_filter()->clear_label_selector();
+    return SerializeMessage(req, message);
+  }
+
+  grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
+    Resp resp;
+    if (grpc::Status s = ParseMessage(*message, &resp); !s.ok()) return s;
+    bool changed = RemoveIf(items_(&resp), [&](const v1::PodSandbox& sb) {
+      return HideSandbox(sb.id(), sb.labels(), objects_);
     });
-  });
+    for (v1::PodSandbox& sb : *items_(&resp)) {
+      if (auto view = objects_->Adopted(sb.id())) {
+        Rewrite(*view, sb.mutable_metadata(), sb.mutable_labels(), sb.mutable_annotations());
+        sb.set_created_at(view->created_at_ns);
+        sb.set_runtime_handler(view->runtime_handler);
+        changed = true;
+      }
+    }
+    if (!selector_.empty()) {
+      changed |= RemoveIf(items_(&resp), [&](const v1::PodSandbox& sb) {
+        return !Selected(sb.labels(), selector_);
+      });
+    }
+    if (!changed) return grpc::Status::OK;
+    return SerializeMessage(resp, message);
+  }
+
+ private:
+  const PoolObjects* objects_;
+  Items items_;
+  google::protobuf::Map<std::string, std::string> selector_;
+};
+
+std::unique_ptr<cri::CallRewriter> ListPodSandbox(const PoolObjects* o) {
+  return std::make_unique<
+      SandboxListRewriter<v1::ListPodSandboxRequest, v1::ListPodSandboxResponse>>(
+      o, [](v1::ListPodSandboxResponse* r) { return r->mutable_items(); });
 }
 std::unique_ptr<cri::CallRewriter> StreamPodSandboxes(const PoolObjects* o) {
-  return Editor<v1::StreamPodSandboxesResponse>(o, [](auto* r, auto* objects) {
-    return RemoveIf(r->mutable_pod_sandboxes(), [&](const v1::PodSandbox& s) {
-      return Managed(s.labels()) || objects->Contains(s.id());
-    });
-  });
+  return std::make_unique<
+      SandboxListRewriter<v1::StreamPodSandboxesRequest, v1::StreamPodSandboxesResponse>>(
+      o, [](v1::StreamPodSandboxesResponse* r) { return r->mutable_pod_sandboxes(); });
 }
+
+void RewriteStatus(const AdoptedView& view, v1::PodSandboxStatus* st) {
+  Rewrite(view, st->mutable_metadata(), st->mutable_labels(), st->mutable_annotations());
+  st->set_created_at(view.created_at_ns);
+  st->set_runtime_handler(view.runtime_handler);
+}
+
 bool HideContainer(const v1::Container& c, const PoolObjects* objects) {
   return Managed(c.labels()) || objects->Contains(c.id()) || objects->Contains(c.pod_sandbox_id());
 }
@@ -184,18 +264,28 @@ std::unique_ptr<cri::CallRewriter> StreamContainerStats(const PoolObjects* o) {
   });
 }
 bool HideSandboxStats(const v1::PodSandboxStats& s, const PoolObjects* objects) {
-  return Managed(s.attributes().labels()) || objects->Contains(s.attributes().id());
+  return HideSandbox(s.attributes().id(), s.attributes().labels(), objects);
+}
+bool RewriteSandboxStats(google::protobuf::RepeatedPtrField<v1::PodSandboxStats>* stats,
+                         const PoolObjects* objects) {
+  bool changed =
+      RemoveIf(stats, [&](const v1::PodSandboxStats& s) { return HideSandboxStats(s, objects); });
+  for (auto& s : *stats) {
+    if (auto view = objects->Adopted(s.attributes().id())) {
+      auto* a = s.mutable_attributes();
+      Rewrite(*view, a->mutable_metadata(), a->mutable_labels(), a->mutable_annotations());
+      changed = true;
+    }
+  }
+  return changed;
 }
 std::unique_ptr<cri::CallRewriter> ListPodSandboxStats(const PoolObjects* o) {
-  return Editor<v1::ListPodSandboxStatsResponse>(o, [](auto* r, auto* objects) {
-    return RemoveIf(r->mutable_stats(),
-                    [&](const v1::PodSandboxStats& s) { return HideSandboxStats(s, objects); });
-  });
+  return Editor<v1::ListPodSandboxStatsResponse>(
+      o, [](auto* r, auto* objects) { return RewriteSandboxStats(r->mutable_stats(), objects); });
 }
 std::unique_ptr<cri::CallRewriter> StreamPodSandboxStats(const PoolObjects* o) {
   return Editor<v1::StreamPodSandboxStatsResponse>(o, [](auto* r, auto* objects) {
-    return RemoveIf(r->mutable_pod_sandbox_stats(),
-                    [&](const v1::PodSandboxStats& s) { return HideSandboxStats(s, objects); });
+    return RewriteSandboxStats(r->mutable_pod_sandbox_stats(), objects);
   });
 }
 std::unique_ptr<cri::CallRewriter> ListPodSandboxMetrics(const PoolObjects* o) {
@@ -220,9 +310,14 @@ class EventFilter final : public cri::CallRewriter {
   grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
     v1::ContainerEventResponse event;
     if (grpc::Status s = ParseMessage(*message, &event); !s.ok()) return s;
+    const std::string& sandbox_id = event.pod_sandbox_status().id();
     *drop = objects_->Contains(event.container_id()) ||
-            Managed(event.pod_sandbox_status().labels()) ||
-            objects_->Contains(event.pod_sandbox_status().id());
+            HideSandbox(sandbox_id, event.pod_sandbox_status().labels(), objects_);
+    if (*drop) return grpc::Status::OK;
+    if (auto view = objects_->Adopted(sandbox_id)) {
+      RewriteStatus(*view, event.mutable_pod_sandbox_status());
+      return SerializeMessage(event, message);
+    }
     return grpc::Status::OK;
   }
 
@@ -246,6 +341,10 @@ class SandboxStatusFilter final : public cri::CallRewriter {
   grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
     v1::PodSandboxStatusResponse resp;
     if (grpc::Status s = ParseMessage(*message, &resp); !s.ok()) return s;
+    if (auto view = objects_->Adopted(resp.status().id())) {
+      RewriteStatus(*view, resp.mutable_status());
+      return SerializeMessage(resp, message);
+    }
     if (Managed(resp.status().labels())) return SandboxFind(resp.status().id());
     return grpc::Status::OK;
   }
@@ -313,7 +412,8 @@ std::unique_ptr<cri::CallRewriter> StreamImages(const PoolObjects* o) {
 grpc::Status SandboxNotFound(const std::string& id) { return SandboxFind(id); }
 grpc::Status ContainerNotFound(const std::string& id) { return ContainerFindQuoted(id); }
 
-PoolReadFilter::PoolReadFilter(const PoolObjects* objects) : objects_(objects) {
+PoolReadFilter::PoolReadFilter(const PoolObjects* objects, cri::RewritePolicy* first)
+    : objects_(objects), first_(first) {
   auto rt = [](const char* m) { return std::string(kRuntime) + m; };
   // Reads: answers edited.
   factories_[rt("ListPodSandbox")] = &ListPodSandbox;
@@ -384,6 +484,9 @@ PoolReadFilter::PoolReadFilter(const PoolObjects* objects) : objects_(objects) {
 }
 
 std::unique_ptr<cri::CallRewriter> PoolReadFilter::ForMethod(const std::string& method) {
+  if (first_ != nullptr) {
+    if (auto r = first_->ForMethod(method)) return r;
+  }
   auto it = factories_.find(method);
   if (it == factories_.end()) return nullptr;
   return it->second(objects_);

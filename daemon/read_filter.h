@@ -20,12 +20,14 @@ namespace warmpool {
 
 class PoolReadFilter final : public cri::RewritePolicy {
  public:
-  explicit PoolReadFilter(const PoolObjects* objects);
+  // `first` (optional; the hand-off) is asked first for every method.
+  explicit PoolReadFilter(const PoolObjects* objects, cri::RewritePolicy* first = nullptr);
   std::unique_ptr<cri::CallRewriter> ForMethod(const std::string& method) override;
 
  private:
   using Factory = std::unique_ptr<cri::CallRewriter> (*)(const PoolObjects*);
   const PoolObjects* objects_;
+  cri::RewritePolicy* first_;
   std::map<std::string, Factory> factories_;
 };
 

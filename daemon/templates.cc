@@ -80,7 +80,13 @@ v1::RunPodSandboxRequest SandboxRequest(const PoolConfig& pool, const std::strin
   if (pool.sandbox.run_as_group) sc->mutable_run_as_group()->set_value(*pool.sandbox.run_as_group);
   sc->set_readonly_rootfs(pool.sandbox.readonly_rootfs);
   for (int64_t g : pool.sandbox.supplemental_groups) sc->add_supplemental_groups(g);
-  SetProfile(pool.sandbox.seccomp, [sc] { return sc->mutable_seccomp(); });
+  // kubelet always asks RuntimeDefault seccomp for the sandbox (whatever the
+  // pod says), so an unset template means that here.
+  SecurityProfile seccomp = pool.sandbox.seccomp;
+  if (seccomp.type == SecurityProfile::Type::kUnset) {
+    seccomp.type = SecurityProfile::Type::kRuntimeDefault;
+  }
+  SetProfile(seccomp, [sc] { return sc->mutable_seccomp(); });
   SetProfile(pool.sandbox.apparmor, [sc] { return sc->mutable_apparmor(); });
   return req;
 }

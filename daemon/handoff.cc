@@ -1,0 +1,364 @@
+#include "daemon/handoff.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "daemon/log_format.h"
+#include "daemon/matcher.h"
+#include "daemon/nsops.h"
+
+namespace warmpool {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr const char* kRunPodSandbox = "/runtime.v1.RuntimeService/RunPodSandbox";
+constexpr const char* kRemovePodSandbox = "/runtime.v1.RuntimeService/RemovePodSandbox";
+constexpr int kWorkers = 4;
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string PodName(const v1::PodSandboxConfig& c) {
+  return c.metadata().namespace_() + "/" + c.metadata().name();
+}
+
+// Replaces a file's content in place (same inode: bind mounts of it see the
+// new content) and syncs it. A missing file is NotFound.
+absl::Status RewriteInPlace(const std::string& path, const std::string& content) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    std::string msg = "open " + path + ": " + std::strerror(err);
+    return err == ENOENT ? absl::NotFoundError(msg) : absl::InternalError(msg);
+  }
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      std::string msg = "write " + path + ": " + std::strerror(errno);
+      ::close(fd);
+      return absl::InternalError(msg);
+    }
+    done += n;
+  }
+  ::fsync(fd);
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+std::string HostResolvConf() {
+  std::ifstream in("/etc/resolv.conf");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+AdoptedView ViewOf(const AdoptionRecord& r) {
+  AdoptedView view;
+  view.sandbox_id = r.sandbox_id;
+  view.pool = r.pool;
+  v1::RunPodSandboxRequest req;
+  req.ParseFromString(r.run_request);
+  view.config = req.config();
+  view.runtime_handler = req.runtime_handler();
+  view.created_at_ns = r.adopted_at_ns;
+  return view;
+}
+
+}  // namespace
+
+// RunPodSandbox: the matcher decides on the calling thread; a hit continues
+// on a worker.
+class Handoff::RunRewriter final : public cri::CallRewriter {
+ public:
+  explicit RunRewriter(Handoff* handoff) : handoff_(handoff) {}
+  void Decide(const grpc::ByteBuffer& request, DecideCallback done) override {
+    handoff_->Decide(request, std::move(done));
+  }
+
+ private:
+  Handoff* handoff_;
+};
+
+// RemovePodSandbox: a pool entry's id is unknown to kubelet (OK, nothing
+// removed); an adopted sandbox's record and moved cgroups go once containerd
+// removed it.
+class Handoff::RemoveRewriter final : public cri::CallRewriter {
+ public:
+  explicit RemoveRewriter(Handoff* handoff) : handoff_(handoff) {}
+  void Decide(const grpc::ByteBuffer& request, DecideCallback done) override {
+    v1::RemovePodSandboxRequest req;
+    if (grpc::Status s = cri::ParseMessage(request, &req); !s.ok()) {
+      return done(LocalAnswer{s, {}});
+    }
+    id_ = req.pod_sandbox_id();
+    if (handoff_->objects_->Contains(id_)) return done(LocalAnswer{grpc::Status::OK, {}});
+    done(std::nullopt);
+  }
+  grpc::Status OnResponse(grpc::ByteBuffer*, bool*) override {
+    if (handoff_->objects_->Adopted(id_) != nullptr) handoff_->Forget(id_);
+    return grpc::Status::OK;
+  }
+
+ private:
+  Handoff* handoff_;
+  std::string id_;
+};
+
+Handoff::Handoff(PoolManager* pools, PoolObjects* objects, StateStore* store, Cgroups* cgroups,
+                 RuntimeClient* runtime, std::string containerd_root)
+    : pools_(pools),
+      objects_(objects),
+      store_(store),
+      cgroups_(cgroups),
+      runtime_(runtime),
+      containerd_root_(std::move(containerd_root)) {
+  for (int i = 0; i < kWorkers; ++i) workers_.emplace_back([this] { WorkLoop(); });
+}
+
+Handoff::~Handoff() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+std::unique_ptr<cri::CallRewriter> Handoff::ForMethod(const std::string& method) {
+  if (method == kRunPodSandbox) return std::make_unique<RunRewriter>(this);
+  if (method == kRemovePodSandbox) return std::make_unique<RemoveRewriter>(this);
+  return nullptr;
+}
+
+std::map<std::string, uint64_t> Handoff::Counts() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return counts_;
+}
+
+void Handoff::Count(const std::string& reason_code) {
+  std::lock_guard<std::mutex> lock(mu_);
+  counts_[reason_code]++;
+}
+
+void Handoff::Post(std::function<void()> work) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    work_.push_back(std::move(work));
+  }
+  cv_.notify_one();
+}
+
+void Handoff::WorkLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return stopping_ || !work_.empty(); });
+    if (work_.empty()) return;
+    auto work = std::move(work_.front());
+    work_.pop_front();
+    lock.unlock();
+    work();
+    lock.lock();
+  }
+}
+
+void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideCallback done) {
+  v1::RunPodSandboxRequest req;
+  if (!cri::ParseMessage(request, &req).ok()) return done(std::nullopt);  // containerd decides
+  if (pools_->passthrough()) return done(std::nullopt);
+  const std::vector<PoolConfig> pools = pools_->PoolConfigs();
+  MatchResult match = MatchSandbox(req, pools);
+  const std::string pod = PodName(req.config());
+  if (match.hit && !match.pool->is_sandbox_pool()) {
+    match.hit = false;
+    match.reason_code = "app_pool";
+    match.reason = "pool \"" + match.pool->name +
+                   "\" has pre-started containers; handing those to pods is not implemented yet";
+  }
+  if (!match.hit) {
+    Count(match.reason_code);
+    if (match.reason_code == "no_pool") {
+      spdlog::debug("cold: pod {}: {}", pod, match.reason);
+    } else {
+      spdlog::info("miss: pod {} pool {}: {} [{}]", pod,
+                   match.pool ? match.pool->name : std::string("-"), match.reason,
+                   match.reason_code);
+    }
+    return done(std::nullopt);
+  }
+  const std::string pool = match.pool->name;
+  auto claimed = pools_->Claim(pool);
+  if (!claimed) {
+    Count("pool_empty");
+    spdlog::info("miss: pod {} pool {}: no frozen entry left [pool_empty]", pod, pool);
+    return done(std::nullopt);
+  }
+  Post([this, req = std::move(req), claimed = *claimed, done = std::move(done), pod, pool] {
+    const auto start = Clock::now();
+    absl::StatusOr<std::string> sandbox_id = Adopt(req, claimed);
+    if (!sandbox_id.ok()) {
+      Count("handoff_failed");
+      spdlog::warn(
+          "miss: pod {} pool {}: hand-off of entry {} failed, rolled back: {} "
+          "[handoff_failed]",
+          pod, pool, claimed.info.id, sandbox_id.status().message());
+      return done(std::nullopt);
+    }
+    Count("hit");
+    spdlog::info(
+        "hit: pod {} pool {} entry {} sandbox {} in {}us", pod, pool, claimed.info.id,
+        sandbox_id->substr(0, 13),
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
+    v1::RunPodSandboxResponse resp;
+    resp.set_pod_sandbox_id(*sandbox_id);
+    cri::CallRewriter::LocalAnswer answer;
+    answer.status = cri::SerializeMessage(resp, &answer.response);
+    done(std::move(answer));
+  });
+}
+
+absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
+                                           const PoolManager::Claimed& claimed) {
+  const std::string& sandbox_id = claimed.info.sandbox_id;
+  const std::string parent = req.config().linux().cgroup_parent();
+  std::vector<std::string> moved;
+  auto fail = [&](absl::Status s) -> absl::Status {
+    RollBack(claimed, parent, moved);
+    return s;
+  };
+  if (parent.empty() || parent.front() != '/') {
+    return fail(absl::FailedPreconditionError(
+        "cgroup_parent \"" + parent +
+        "\" is not a cgroupfs path (the systemd cgroup driver is not supported yet)"));
+  }
+
+  AdoptionRecord record;
+  record.sandbox_id = sandbox_id;
+  record.entry_id = claimed.info.id;
+  record.pool = claimed.info.pool;
+  record.run_request = req.SerializeAsString();
+  record.adopted_at_ns = NowNs();
+  record.cgroup_parent = parent;
+  record.pod_ip = claimed.info.pod_ip;
+  record.phase = AdoptionRecord::Phase::kClaimed;
+  if (absl::Status s = store_->Put(record); !s.ok()) return fail(s);
+
+  // Every process into kubelet's pod cgroup, one cgroup per container, as
+  // containerd's cgroupfs driver would have placed them.
+  std::vector<std::string> children = KernelEntryCgroups(cgroups_).Children(claimed.cgroup_path);
+  for (const std::string& child : children) {
+    const std::string to = parent + "/" + child;
+    if (absl::Status s = cgroups_->Create(to); !s.ok()) return fail(s);
+    moved.push_back(child);
+    if (absl::Status s = cgroups_->MoveProcs(claimed.cgroup_path + "/" + child, to); !s.ok()) {
+      return fail(s);
+    }
+  }
+  (void)cgroups_->Thaw(claimed.cgroup_path);
+  if (absl::Status s = cgroups_->RemoveTree(claimed.cgroup_path); !s.ok()) return fail(s);
+  // (No durable "moved" step: each Put costs two fsyncs, ~8 ms here, and the
+  // "claimed" record already tells recovery which cgroups to undo.)
+
+  // Identity inside the sandbox.
+  auto pids = cgroups_->Pids(parent + "/" + sandbox_id);
+  if (!pids.ok() || pids->empty()) {
+    return fail(absl::InternalError("no pause process in " + parent + "/" + sandbox_id));
+  }
+  const std::string& hostname = req.config().hostname();
+  if (!hostname.empty()) {
+    if (absl::Status s = SetHostname(pids->front(), hostname); !s.ok()) return fail(s);
+  }
+  const std::string sandbox_dir =
+      containerd_root_ + "/io.containerd.grpc.v1.cri/sandboxes/" + sandbox_id;
+  if (!hostname.empty()) {
+    absl::Status s = RewriteInPlace(sandbox_dir + "/hostname", hostname + "\n");
+    if (!s.ok() && !absl::IsNotFound(s)) return fail(s);
+  }
+  const auto& dns = req.config().dns_config();
+  const std::string resolv =
+      dns.servers().empty() && dns.searches().empty() && dns.options().empty()
+          ? HostResolvConf()
+          : FormatResolvConf({dns.servers().begin(), dns.servers().end()},
+                             {dns.searches().begin(), dns.searches().end()},
+                             {dns.options().begin(), dns.options().end()});
+  if (absl::Status s = RewriteInPlace(sandbox_dir + "/resolv.conf", resolv); !s.ok()) {
+    return fail(absl::FailedPreconditionError(std::string(s.message()) +
+                                              " (is daemon.containerd_root containerd's root?)"));
+  }
+
+  record.phase = AdoptionRecord::Phase::kDone;
+  if (absl::Status s = store_->Put(record); !s.ok()) return fail(s);
+  objects_->AddAdopted(ViewOf(record));
+  return sandbox_id;
+}
+
+void Handoff::RollBack(const PoolManager::Claimed& claimed, const std::string& cgroup_parent,
+                       const std::vector<std::string>& moved) {
+  // Processes already moved die with the sandbox; then their cgroups go.
+  pools_->DestroyClaimed(claimed);
+  for (const std::string& child : moved) (void)cgroups_->RemoveTree(cgroup_parent + "/" + child);
+  (void)store_->Remove(claimed.info.sandbox_id);
+}
+
+void Handoff::Forget(const std::string& sandbox_id) {
+  auto record = store_->Get(sandbox_id);
+  objects_->RemoveAdopted(sandbox_id);
+  if (record) {
+    // runc removed the cgroup it knew (the entry's); the moved one is ours.
+    if (absl::Status s = cgroups_->RemoveTree(record->cgroup_parent + "/" + sandbox_id); !s.ok()) {
+      spdlog::warn("sandbox {}: removing its cgroup: {}", sandbox_id.substr(0, 13), s.message());
+    }
+  }
+  if (absl::Status s = store_->Remove(sandbox_id); !s.ok()) {
+    spdlog::warn("sandbox {}: removing its hand-off record: {}", sandbox_id.substr(0, 13),
+                 s.message());
+  }
+}
+
+absl::Status Handoff::Recover() {
+  for (const AdoptionRecord& r : store_->All()) {
+    v1::PodSandboxStatusResponse status;
+    absl::Status exists = runtime_->PodSandboxStatus(r.sandbox_id, &status);
+    if (r.phase == AdoptionRecord::Phase::kDone) {
+      if (absl::IsNotFound(exists)) {
+        spdlog::info("hand-off record of sandbox {}: containerd no longer has it; dropped",
+                     r.sandbox_id.substr(0, 13));
+        (void)cgroups_->RemoveTree(r.cgroup_parent + "/" + r.sandbox_id);
+        (void)store_->Remove(r.sandbox_id);
+        continue;
+      }
+      if (!exists.ok()) return exists;  // upstream trouble: try again at the next start
+      objects_->AddAdopted(ViewOf(r));
+      continue;
+    }
+    // A hand-off cut short: kubelet never got this sandbox. Undo it.
+    spdlog::info("hand-off of entry {} (sandbox {}) was cut short in phase {}; rolling back",
+                 r.entry_id, r.sandbox_id.substr(0, 13), PhaseName(r.phase));
+    PoolManager::Claimed claimed;
+    claimed.info.id = r.entry_id;
+    claimed.info.pool = r.pool;
+    claimed.info.sandbox_id = r.sandbox_id;
+    claimed.cgroup_path.clear();
+    // The entry's own cgroup path is derived the way the pool manager makes it.
+    claimed.cgroup_path = pools_->EntryCgroupPath(r.pool, r.entry_id);
+    std::vector<std::string> moved;
+    for (const std::string& child :
+         KernelEntryCgroups(cgroups_).Children(r.cgroup_parent.empty() ? "/" : r.cgroup_parent)) {
+      if (child == r.sandbox_id) moved.push_back(child);
+    }
+    RollBack(claimed, r.cgroup_parent, moved);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace warmpool
