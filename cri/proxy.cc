@@ -261,6 +261,12 @@ class UnaryProxyCall final : public grpc::ServerGenericBidiReactor {
       if (!answer) return Forward();
       if (answer->status.ok()) {
         response_ = std::move(answer->response);
+        if (!response_.Valid()) {
+          // An empty message is zero bytes, but a default ByteBuffer is no
+          // message at all: gRPC refuses to write it.
+          grpc::Slice nothing(size_t{0});
+          response_ = grpc::ByteBuffer(&nothing, 1);
+        }
         Record(answer->status);
         return StartWriteAndFinish(&response_, grpc::WriteOptions(), answer->status);
       }

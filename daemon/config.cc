@@ -65,8 +65,8 @@ metrics = ""
 pool_cgroup_parent = "/warmpool"
 # containerd's root directory (its `root` setting): at hand-off warmpool
 # rewrites the hostname and resolv.conf files the CRI plugin keeps there for
-# the adopted sandbox.
-containerd_root = "/var/lib/containerd"
+# the adopted sandbox. "" = ask containerd (its verbose CRI status says).
+containerd_root = ""
 
 # Pools: none by default. Each [[pool]] keeps `size` frozen entries ready.
 # Pods opt in with the annotation warmpool.io/pool: NAME; a pool with
@@ -573,9 +573,10 @@ void ParseDaemon(const Section& s, DaemonConfig* daemon) {
   }
   std::string root;
   if (s.ReadString("containerd_root", &root)) {
-    if (root.empty() || root.front() != '/') {
+    if (!root.empty() && root.front() != '/') {
       s.Error("containerd_root",
-              Cat("must be an absolute path (containerd's root, \"/var/lib/containerd\"), got ",
+              Cat("must be \"\" (ask containerd) or an absolute path (containerd's root, "
+                  "\"/var/lib/containerd\"), got ",
                   Quoted(root)));
     } else {
       daemon->containerd_root = std::move(root);

@@ -157,8 +157,8 @@ struct DaemonConfig {
   // slice name ("warmpool.slice").
   std::string pool_cgroup_parent = "/warmpool";
   // containerd's root (its `root` setting); the CRI plugin keeps each
-  // sandbox's hostname and resolv.conf under it.
-  std::string containerd_root = "/var/lib/containerd";
+  // sandbox's hostname and resolv.conf under it. "" = ask containerd.
+  std::string containerd_root;
 
   bool operator==(const DaemonConfig&) const = default;
 };

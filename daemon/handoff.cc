@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "daemon/log_format.h"
@@ -278,8 +279,9 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   if (!hostname.empty()) {
     if (absl::Status s = SetHostname(pids->front(), hostname); !s.ok()) return fail(s);
   }
-  const std::string sandbox_dir =
-      containerd_root_ + "/io.containerd.grpc.v1.cri/sandboxes/" + sandbox_id;
+  auto cri_root = CriRoot();
+  if (!cri_root.ok()) return fail(cri_root.status());
+  const std::string sandbox_dir = *cri_root + "/sandboxes/" + sandbox_id;
   if (!hostname.empty()) {
     absl::Status s = RewriteInPlace(sandbox_dir + "/hostname", hostname + "\n");
     if (!s.ok() && !absl::IsNotFound(s)) return fail(s);
@@ -300,6 +302,22 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   if (absl::Status s = store_->Put(record); !s.ok()) return fail(s);
   objects_->AddAdopted(ViewOf(record));
   return sandbox_id;
+}
+
+absl::StatusOr<std::string> Handoff::CriRoot() {
+  if (!containerd_root_.empty()) return containerd_root_ + "/io.containerd.grpc.v1.cri";
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!cri_root_.empty()) return cri_root_;
+  v1::StatusResponse status;
+  if (absl::Status s = runtime_->Status(/*verbose=*/true, &status); !s.ok()) return s;
+  auto config = nlohmann::json::parse(
+      status.info().count("config") ? status.info().at("config") : "", nullptr, false);
+  if (!config.is_object() || !config.contains("rootDir") || !config["rootDir"].is_string()) {
+    return absl::FailedPreconditionError(
+        "containerd's status does not name its CRI root dir; set daemon.containerd_root");
+  }
+  cri_root_ = config["rootDir"].get<std::string>();
+  return cri_root_;
 }
 
 void Handoff::RollBack(const PoolManager::Claimed& claimed, const std::string& cgroup_parent,

@@ -56,7 +56,8 @@ namespace warmpool {
 class Handoff final : public cri::RewritePolicy {
  public:
   // All pointers must outlive the object. `containerd_root` is containerd's
-  // root directory (the CRI plugin keeps sandbox files under it).
+  // root directory (the CRI plugin keeps sandbox files under it); "" = ask
+  // containerd.
   Handoff(PoolManager* pools, PoolObjects* objects, StateStore* store, Cgroups* cgroups,
           RuntimeClient* runtime, std::string containerd_root);
   ~Handoff() override;
@@ -78,6 +79,9 @@ class Handoff final : public cri::RewritePolicy {
   // The hand-off itself, on a worker: the answer, or an error to roll back.
   absl::StatusOr<std::string> Adopt(const v1::RunPodSandboxRequest& req,
                                     const PoolManager::Claimed& claimed);
+  // Where the CRI plugin keeps sandbox files: from the config, else asked
+  // of containerd once.
+  absl::StatusOr<std::string> CriRoot();
   void RollBack(const PoolManager::Claimed& claimed, const std::string& cgroup_parent,
                 const std::vector<std::string>& moved);
   void Forget(const std::string& sandbox_id);
@@ -97,6 +101,7 @@ class Handoff final : public cri::RewritePolicy {
   std::deque<std::function<void()>> work_;  // guarded by mu_
   bool stopping_ = false;                   // guarded by mu_
   std::map<std::string, uint64_t> counts_;  // guarded by mu_
+  std::string cri_root_;                    // guarded by mu_
   std::vector<std::thread> workers_;
 };
 

@@ -121,7 +121,8 @@ int Run(const Config& config, const std::string& config_path) {
     return 1;
   }
   for (const auto& problem : (*store)->load_problems()) {
-    spdlog::error("state store: {}: {} (moved to {})", problem.file, problem.reason, problem.moved_to);
+    spdlog::error("state store: {}: {} (moved to {})", problem.file, problem.reason,
+                  problem.moved_to);
   }
   PoolObjects pool_objects;
   GrpcRuntimeClient runtime(upstream);

@@ -6,6 +6,7 @@
 #include <cinttypes>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <sstream>
@@ -784,6 +785,18 @@ void PoolManager::RefreshImages() {
     for (const auto& [name, pool] : pools_) {
       if (pool.draining) continue;
       for (const auto& c : pool.config.containers) images.insert(c.image);
+    }
+  }
+  // The sandbox (pause) image too: pool sandboxes are hidden, so kubelet may
+  // see no user of it. containerd names it in its verbose status config.
+  if (!images.empty() || !PoolConfigs().empty()) {
+    v1::StatusResponse status;
+    if (runtime_->Status(/*verbose=*/true, &status).ok() && status.info().count("config")) {
+      auto config = nlohmann::json::parse(status.info().at("config"), nullptr, false);
+      if (config.is_object() && config.contains("sandboxImage") &&
+          config["sandboxImage"].is_string()) {
+        images.insert(config["sandboxImage"].get<std::string>());
+      }
     }
   }
   std::set<std::string> ids;

@@ -23,8 +23,8 @@ enum class EntryState {
 const char* EntryStateName(EntryState state);
 
 struct EntryInfo {
-  std::string id;          // warmpool's entry id (label warmpool.io/entry)
-  std::string pool;        // pool name
+  std::string id;    // warmpool's entry id (label warmpool.io/entry)
+  std::string pool;  // pool name
   EntryState state = EntryState::kCreating;
   std::string sandbox_id;  // upstream sandbox id, once created
   std::vector<std::string> container_ids;
@@ -41,13 +41,13 @@ struct PoolStatus {
   int creating = 0;
   int warming = 0;
   int frozen = 0;
-  int adopted = 0;   // adopted entries that still exist
-  uint64_t failures = 0;       // entries that failed since start
-  uint64_t hits = 0;           // hand-offs since start
-  uint64_t memory_bytes = 0;   // memory of its frozen entries
-  std::string last_error;      // the most recent failure's reason
+  int adopted = 0;                       // adopted entries that still exist
+  uint64_t failures = 0;                 // entries that failed since start
+  uint64_t hits = 0;                     // hand-offs since start
+  uint64_t memory_bytes = 0;             // memory of its frozen entries
+  std::string last_error;                // the most recent failure's reason
   std::chrono::milliseconds backoff{0};  // current retry delay after failures (0: none)
-  bool draining = false;       // removed from the config; entries being destroyed
+  bool draining = false;                 // removed from the config; entries being destroyed
 };
 
 }  // namespace warmpool

@@ -23,8 +23,7 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
 }
 
 GrpcRuntimeClient::GrpcRuntimeClient(std::shared_ptr<grpc::Channel> channel)
-    : runtime_(v1::RuntimeService::NewStub(channel)),
-      images_(v1::ImageService::NewStub(channel)) {}
+    : runtime_(v1::RuntimeService::NewStub(channel)), images_(v1::ImageService::NewStub(channel)) {}
 
 absl::Status GrpcRuntimeClient::RunPodSandbox(const v1::RunPodSandboxRequest& req,
                                               v1::RunPodSandboxResponse* resp) {
@@ -87,8 +86,7 @@ absl::Status GrpcRuntimeClient::ListContainers(const v1::ContainerFilter& filter
 
 absl::Status GrpcRuntimeClient::ExecSync(const std::string& container_id,
                                          const std::vector<std::string>& cmd,
-                                         std::chrono::seconds timeout,
-                                         v1::ExecSyncResponse* resp) {
+                                         std::chrono::seconds timeout, v1::ExecSyncResponse* resp) {
   v1::ExecSyncRequest req;
   req.set_container_id(container_id);
   for (const auto& arg : cmd) req.add_cmd(arg);
@@ -108,6 +106,12 @@ absl::Status GrpcRuntimeClient::PullImage(const std::string& image, v1::PullImag
   v1::PullImageRequest req;
   req.mutable_image()->set_image(image);
   return FromGrpc(images_->PullImage(Context(kPullTimeout).get(), req, resp), "PullImage");
+}
+
+absl::Status GrpcRuntimeClient::Status(bool verbose, v1::StatusResponse* resp) {
+  v1::StatusRequest req;
+  req.set_verbose(verbose);
+  return FromGrpc(runtime_->Status(Context().get(), req, resp), "Status");
 }
 
 }  // namespace warmpool

@@ -41,6 +41,10 @@ class RuntimeClient {
                                 v1::ExecSyncResponse* resp) = 0;
   virtual absl::Status ImageStatus(const std::string& image, v1::ImageStatusResponse* resp) = 0;
   virtual absl::Status PullImage(const std::string& image, v1::PullImageResponse* resp) = 0;
+  // The runtime's Status; verbose adds its config (the sandbox image).
+  virtual absl::Status Status(bool verbose, v1::StatusResponse* resp) {
+    return absl::UnimplementedError("Status");
+  }
 };
 
 // Over gRPC, with a deadline per call (creation steps can be slow: image
@@ -68,6 +72,7 @@ class GrpcRuntimeClient final : public RuntimeClient {
                         std::chrono::seconds timeout, v1::ExecSyncResponse* resp) override;
   absl::Status ImageStatus(const std::string& image, v1::ImageStatusResponse* resp) override;
   absl::Status PullImage(const std::string& image, v1::PullImageResponse* resp) override;
+  absl::Status Status(bool verbose, v1::StatusResponse* resp) override;
 
  private:
   std::unique_ptr<v1::RuntimeService::Stub> runtime_;
