@@ -9,18 +9,29 @@ build=${WARMPOOL_BUILD_DIR:-$root/build}
 export WARMPOOL_BUILD_DIR=$build
 
 "$root/scripts/deps.sh"
-"$root/scripts/build.sh" --target warmpoold kubelet-sim
+"$root/scripts/build.sh" --target warmpoold warmpoolctl kubelet-sim
 
 bed=$(mktemp -d /tmp/wpd.XXXXXX)
 harness=$root/test/harness/containerd.sh
 wp_pid=
+ctl=()
 sim_pid=
 cleanup() {
   trap - EXIT INT TERM
+  set +e  # every step runs, whatever the one before it returned
   echo
   echo "demo: stopping"
   [[ -n "$sim_pid" ]] && kill -TERM "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
-  [[ -n "$wp_pid" ]] && kill -TERM "$wp_pid" 2>/dev/null && wait "$wp_pid" 2>/dev/null
+  if [[ -n "$wp_pid" ]]; then
+    # Drain the pool (reload without it) so nothing is left, then stop.
+    sed -i '/^\[\[pool\]\]/,$d' "$bed/warmpool.toml"
+    kill -HUP "$wp_pid" 2>/dev/null
+    for _ in $(seq 200); do
+      "${ctl[@]}" entries 2>/dev/null | grep -q '^no entries' && break
+      sleep 0.05
+    done
+    kill -TERM "$wp_pid" 2>/dev/null && wait "$wp_pid" 2>/dev/null
+  fi
   "$harness" stop "$bed"
   echo "demo: everything stopped and removed"
 }
@@ -39,15 +50,33 @@ upstream  = "$WP_TEST_CONTAINERD_SOCK"
 state_dir = "$bed/state"
 admin     = "$bed/admin.sock"
 log_level = "info"
+pool_cgroup_parent = "$WP_TEST_CGROUP_PARENT/pools"
+
+# A sandbox pool: pods naming no pool get a frozen, networked sandbox.
+[[pool]]
+name    = "any"
+size    = 1
+default = true
+[pool.sandbox]
+dns = { servers = ["127.0.0.1"] }
 TOML
 echo "demo: starting warmpoold (config $bed/warmpool.toml)"
-"$build/daemon/warmpoold" --config "$bed/warmpool.toml" &
+# Its own session: Ctrl-C reaches the demo, which drains the pool first.
+setsid "$build/daemon/warmpoold" --config "$bed/warmpool.toml" &
 wp_pid=$!
-for _ in $(seq 200); do [[ -S "$bed/warmpool.sock" ]] && break; sleep 0.05; done
-[[ -S "$bed/warmpool.sock" ]] || { echo "demo: warmpoold did not start" >&2; exit 1; }
+ctl=("$build/daemon/warmpoolctl" --admin "$bed/admin.sock")
+for _ in $(seq 600); do
+  "${ctl[@]}" pools 2>/dev/null | grep -qE '^any +1 +1 ' && break
+  sleep 0.05
+done
+"${ctl[@]}" pools
 
-echo "demo: kubelet's call sequence for one pod, through warmpoold"
-"$build/test/kubelet-sim" --endpoint "$bed/warmpool.sock" --name demo --hold &
+echo
+echo "demo: one pod cold, straight to containerd"
+"$build/test/kubelet-sim" --endpoint "$WP_TEST_CONTAINERD_SOCK" --name cold
+echo
+echo "demo: the same pod through warmpoold: it gets the frozen sandbox"
+"$build/test/kubelet-sim" --endpoint "$bed/warmpool.sock" --name warm --hold &
 sim_pid=$!
 wait "$sim_pid" || true
 sim_pid=

@@ -19,6 +19,7 @@ bed=$(mktemp -d /tmp/wpt.XXXXXX)
 harness=$root/test/harness/containerd.sh
 cleanup() {
   local rc=$?
+  set +e
   "$harness" stop "$bed" || rc=1
   exit $rc
 }

@@ -277,7 +277,8 @@ cri::PodSandboxConfig KubeletDriver::MakeSandboxConfig(const PodSpec& spec) {
   ns->set_network(cri::POD);
   ns->set_pid(cri::CONTAINER);
   ns->set_ipc(cri::POD);
-  sc->mutable_seccomp()->set_profile_type(cri::SecurityProfile::Unconfined);
+  // kubelet asks RuntimeDefault for every sandbox, whatever the pod says.
+  sc->mutable_seccomp()->set_profile_type(cri::SecurityProfile::RuntimeDefault);
   // Pod-level resources (kubelet >= 1.26 sends the sum of the containers').
   auto* res = linux->mutable_resources();
   res->set_cpu_period(100000);

@@ -105,6 +105,7 @@ std::string WarmpooldProcess::Start() {
            << "state_dir = " << TomlString(state_dir_.string()) << "\n"
            << "admin = " << TomlString(admin_path_.string()) << "\n"
            << "log_level = " << TomlString(options_.log_level) << "\n";
+    if (!options_.extra_daemon_config.empty()) config << options_.extra_daemon_config << "\n";
     if (!options_.extra_config.empty()) config << "\n" << options_.extra_config << "\n";
   }
 

@@ -24,6 +24,9 @@ class WarmpooldProcess {
     std::string upstream;       // containerd's CRI socket
     std::filesystem::path dir;  // private directory for config, sockets, state, log
     std::string log_level = "debug";
+    // TOML key = value lines written inside the [daemon] table (after the
+    // keys above), e.g. pool_cgroup_parent or max_concurrent_creates.
+    std::string extra_daemon_config;
     std::string extra_config;  // TOML appended after the [daemon] table
     std::chrono::milliseconds ready_timeout{std::chrono::seconds(20)};
     // Start() waits until Version answers through the daemon (so the

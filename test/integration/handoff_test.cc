@@ -1,0 +1,236 @@
+// The hand-off against a real containerd: kubelet's RunPodSandbox served by a
+// frozen sandbox-pool entry, and the pod looks to kubelet as if created cold
+// (identity in every read, hostname, resolv.conf, cgroup placement), its app
+// serves, the record survives a warmpoold crash, and removal leaves nothing.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "test/integration/cri_compare.h"
+#include "test/integration/kubelet_driver.h"
+#include "test/integration/warmpoold_process.h"
+#include "warmpool_admin.grpc.pb.h"
+
+namespace warmpool::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+#define ASSERT_RPC_OK(expr)                                           \
+  do {                                                                \
+    const grpc::Status _s = (expr);                                   \
+    ASSERT_TRUE(_s.ok()) << #expr << " failed: " << StatusString(_s); \
+  } while (0)
+
+std::string ReadAll(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class HandoffTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto env = TestBedEnv::FromEnvironment();
+    if (!env) {
+      if (TestBedEnv::Required()) FAIL() << "WP_TEST_CONTAINERD_SOCK is not set";
+      GTEST_SKIP() << "no test containerd (run through test/harness/containerd.sh)";
+    }
+    env_ = *env;
+    char tmpl[] = "/tmp/wph-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    token_ = KubeletDriver::UniqueToken();
+    pool_parent_ = env_.cgroup_parent + "/pools-" + token_;
+  }
+
+  void TearDown() override {
+    if (driver_) EXPECT_EQ(driver_->Cleanup(), "");
+    driver_.reset();
+    if (daemon_ && daemon_->running()) {
+      // Drain the pools (reload with none), then stop.
+      WriteConfig(/*pool_size=*/-1);
+      ::kill(daemon_->pid(), SIGHUP);
+      EXPECT_TRUE(WaitFor([&] { return Entries() == 0; }, 30s)) << daemon_->LogTail();
+      EXPECT_EQ(daemon_->Stop(), "");
+    }
+    daemon_.reset();
+    std::error_code ec;
+    for (const char* h : {"freezer", "memory", "cpu", "cpuacct", "pids", "unified"}) {
+      std::filesystem::remove(std::filesystem::path("/sys/fs/cgroup") / h / pool_parent_.substr(1),
+                              ec);
+    }
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  static std::string Getenv(const char* name) {
+    const char* v = ::getenv(name);
+    return v ? v : "";
+  }
+
+  // pool_size < 0: no pool at all.
+  void WriteConfig(int pool_size) {
+    std::string pools;
+    if (pool_size >= 0) {
+      pools = "[[pool]]\nname = \"any\"\nsize = " + std::to_string(pool_size) +
+              "\ndefault = true\n[pool.sandbox]\n"
+              "dns = { servers = [\"127.0.0.1\"] }\n";
+    }
+    // WarmpooldProcess writes [daemon]; rewrite the whole file the same way.
+    std::string config = ReadAll(daemon_->config_path());
+    config = config.substr(0, config.find("[[pool]]"));
+    std::ofstream(daemon_->config_path(), std::ios::trunc) << config << pools;
+  }
+
+  void StartDaemon(int pool_size) {
+    WarmpooldProcess::Options o;
+    o.upstream = env_.containerd_sock;
+    o.dir = dir_ / "wp";
+    o.extra_daemon_config =
+        "pool_cgroup_parent = \"" + pool_parent_ + "\"";  // containerd_root: asked of containerd
+    o.extra_config = "[[pool]]\nname = \"any\"\nsize = " + std::to_string(pool_size) +
+                     "\ndefault = true\n[pool.sandbox]\n"
+                     "dns = { servers = [\"127.0.0.1\"] }\n";
+    daemon_ = std::make_unique<WarmpooldProcess>(o);
+    ASSERT_EQ(daemon_->Start(), "");
+    KubeletDriver::Options d;
+    d.endpoint = daemon_->socket_path();
+    d.work_dir = dir_ / "pods";
+    d.cgroup_parent = env_.cgroup_parent;
+    d.app_image = env_.app_image;
+    d.cleanup_endpoint = env_.containerd_sock;
+    driver_ = std::make_unique<KubeletDriver>(d);
+  }
+
+  std::vector<warmpool::admin::v1::Entry> EntryList() {
+    auto stub = warmpool::admin::v1::Admin::NewStub(grpc::CreateChannel(
+        "unix:" + daemon_->admin_path().string(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    warmpool::admin::v1::ListEntriesRequest req;
+    warmpool::admin::v1::ListEntriesResponse resp;
+    if (!stub->ListEntries(&ctx, req, &resp).ok()) return {};
+    return {resp.entries().begin(), resp.entries().end()};
+  }
+  int Entries() { return static_cast<int>(EntryList().size()); }
+  std::set<std::string> FrozenSandboxes() {
+    std::set<std::string> out;
+    for (const auto& e : EntryList()) {
+      if (e.state() == warmpool::admin::v1::ENTRY_STATE_FROZEN) out.insert(e.sandbox_id());
+    }
+    return out;
+  }
+
+  PodSpec Pod(const std::string& name) {
+    PodSpec spec;
+    spec.name = name + "-" + token_;
+    spec.labels["warmpool.test/run"] = token_;
+    spec.containers[0].env = {{"INIT_SECONDS", "0"}};
+    return spec;
+  }
+
+  TestBedEnv env_;
+  std::filesystem::path dir_;
+  std::string token_;
+  std::string pool_parent_;
+  std::unique_ptr<WarmpooldProcess> daemon_;
+  std::unique_ptr<KubeletDriver> driver_;
+};
+
+TEST_F(HandoffTest, PodAdoptsAFrozenSandboxAndLooksCold) {
+  StartDaemon(/*pool_size=*/1);
+  ASSERT_TRUE(WaitFor([&] { return FrozenSandboxes().size() == 1; }, 30s)) << daemon_->LogTail();
+  const std::string entry_sandbox = *FrozenSandboxes().begin();
+
+  PodRun run;
+  ASSERT_RPC_OK(driver_->StartPod(Pod("warm"), &run));
+  EXPECT_EQ(run.sandbox_id, entry_sandbox) << "the pod did not get the frozen entry\n"
+                                           << daemon_->LogTail();
+  EXPECT_NE(daemon_->LogTail().find("hit: pod default/" + run.spec.name), std::string::npos)
+      << daemon_->LogTail();
+
+  // kubelet's identity in every read.
+  const auto& want = run.sandbox_config;
+  cri::PodSandboxStatusResponse status;
+  ASSERT_RPC_OK(driver_->PodSandboxStatus(run.sandbox_id, false, &status));
+  EXPECT_EQ(Diff(want.metadata(), status.status().metadata()), "");
+  EXPECT_EQ(status.status().labels().size(), want.labels().size());
+  for (const auto& [k, v] : want.labels()) EXPECT_EQ(status.status().labels().at(k), v) << k;
+  for (const auto& [k, v] : want.annotations()) {
+    EXPECT_EQ(status.status().annotations().at(k), v) << k;
+  }
+  EXPECT_EQ(status.status().state(), cri::SANDBOX_READY);
+  cri::PodSandboxFilter filter;
+  (*filter.mutable_label_selector())["io.kubernetes.pod.uid"] = want.metadata().uid();
+  cri::ListPodSandboxResponse listed;
+  ASSERT_RPC_OK(driver_->ListPodSandbox(&filter, &listed));
+  ASSERT_EQ(listed.items_size(), 1) << "label selector on kubelet's labels must find it";
+  EXPECT_EQ(listed.items(0).id(), run.sandbox_id);
+  EXPECT_EQ(listed.items(0).metadata().name(), run.spec.name);
+  // created_at is the hand-off time, not the entry's creation.
+  const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  EXPECT_LT(now_ns - listed.items(0).created_at(), int64_t{30} * 1000 * 1000 * 1000);
+
+  // Inside: the app serves, with kubelet's hostname and DNS.
+  auto root = WaitForHttp(run.pod_ip, 8080, "/", 30s);
+  ASSERT_TRUE(root.has_value()) << "the app in the adopted sandbox does not answer";
+  EXPECT_EQ(root->body, "hostname=" + run.spec.name + "\n");
+  auto resolv = WaitForHttp(run.pod_ip, 8080, "/file?path=/etc/resolv.conf", 10s);
+  ASSERT_TRUE(resolv.has_value());
+  EXPECT_NE(resolv->body.find("search default.svc.cluster.local svc.cluster.local cluster.local"),
+            std::string::npos)
+      << resolv->body;
+  EXPECT_NE(resolv->body.find("options ndots:5"), std::string::npos) << resolv->body;
+
+  // Placement: the pause process is in kubelet's pod cgroup.
+  const std::string pod_cgroup = want.linux().cgroup_parent() + "/" + run.sandbox_id;
+  const std::string procs = ReadAll("/sys/fs/cgroup/memory" + pod_cgroup + "/cgroup.procs");
+  EXPECT_FALSE(procs.empty()) << "nothing in " << pod_cgroup;
+
+  // The record is on disk; the pool refills.
+  EXPECT_TRUE(
+      std::filesystem::exists(daemon_->state_dir() / "adopted" / (run.sandbox_id + ".rec")));
+  EXPECT_TRUE(WaitFor([&] { return FrozenSandboxes().size() == 1; }, 30s));
+  EXPECT_EQ(FrozenSandboxes().count(run.sandbox_id), 0u) << "an adopted entry went back";
+
+  // kill -9, restart: the pod keeps kubelet's identity.
+  daemon_->Kill();
+  ASSERT_EQ(daemon_->Start(), "");
+  cri::PodSandboxStatusResponse after;
+  ASSERT_RPC_OK(driver_->PodSandboxStatus(run.sandbox_id, false, &after));
+  EXPECT_EQ(after.status().metadata().name(), run.spec.name);
+  EXPECT_EQ(after.status().labels().at("io.kubernetes.pod.uid"), want.metadata().uid());
+
+  // Removal: the record and the moved cgroup go.
+  ASSERT_RPC_OK(driver_->StopAndRemovePod(run));
+  EXPECT_FALSE(
+      std::filesystem::exists(daemon_->state_dir() / "adopted" / (run.sandbox_id + ".rec")));
+  EXPECT_FALSE(std::filesystem::exists("/sys/fs/cgroup/memory" + pod_cgroup));
+}
+
+TEST_F(HandoffTest, MismatchStartsColdWithTheReason) {
+  StartDaemon(/*pool_size=*/1);
+  ASSERT_TRUE(WaitFor([&] { return FrozenSandboxes().size() == 1; }, 30s)) << daemon_->LogTail();
+  const std::string entry_sandbox = *FrozenSandboxes().begin();
+  PodSpec spec = Pod("cold");
+  spec.runtime_handler = "runc";  // the pool serves the default handler only
+  PodRun run;
+  grpc::Status s = driver_->StartPod(spec, &run);
+  // containerd may not know a "runc" handler name: either way, not the entry.
+  EXPECT_NE(run.sandbox_id, entry_sandbox);
+  EXPECT_NE(daemon_->LogTail().find("miss: pod default/" + spec.name), std::string::npos)
+      << daemon_->LogTail();
+  EXPECT_EQ(FrozenSandboxes().count(entry_sandbox), 1u) << "a miss must not consume an entry";
+  (void)s;
+}
+
+}  // namespace
+}  // namespace warmpool::testing
