@@ -43,6 +43,20 @@ void SetProfile(const SecurityProfile& from, const std::function<v1::SecurityPro
   }
 }
 
+// The fields the sandbox and container security contexts share (same
+// names, two message types), from the pool's sandbox template.
+template <typename SecurityContext>
+void FillSharedSecurity(const SandboxTemplate& t, SecurityContext* sc) {
+  sc->mutable_namespace_options()->set_network(ToCri(t.namespaces.network));
+  sc->mutable_namespace_options()->set_pid(ToCri(t.namespaces.pid));
+  sc->mutable_namespace_options()->set_ipc(ToCri(t.namespaces.ipc));
+  sc->set_privileged(t.privileged);
+  if (t.run_as_user) sc->mutable_run_as_user()->set_value(*t.run_as_user);
+  if (t.run_as_group) sc->mutable_run_as_group()->set_value(*t.run_as_group);
+  sc->set_readonly_rootfs(t.readonly_rootfs);
+  for (int64_t g : t.supplemental_groups) sc->add_supplemental_groups(g);
+}
+
 }  // namespace
 
 // The sandbox an entry of `pool` gets: what a pod matching the template asks
@@ -72,14 +86,7 @@ v1::RunPodSandboxRequest SandboxRequest(const PoolConfig& pool, const std::strin
   linux->set_cgroup_parent(cgroup_parent);
   for (const auto& [k, v] : pool.sandbox.sysctls) (*linux->mutable_sysctls())[k] = v;
   v1::LinuxSandboxSecurityContext* sc = linux->mutable_security_context();
-  sc->mutable_namespace_options()->set_network(ToCri(pool.sandbox.namespaces.network));
-  sc->mutable_namespace_options()->set_pid(ToCri(pool.sandbox.namespaces.pid));
-  sc->mutable_namespace_options()->set_ipc(ToCri(pool.sandbox.namespaces.ipc));
-  sc->set_privileged(pool.sandbox.privileged);
-  if (pool.sandbox.run_as_user) sc->mutable_run_as_user()->set_value(*pool.sandbox.run_as_user);
-  if (pool.sandbox.run_as_group) sc->mutable_run_as_group()->set_value(*pool.sandbox.run_as_group);
-  sc->set_readonly_rootfs(pool.sandbox.readonly_rootfs);
-  for (int64_t g : pool.sandbox.supplemental_groups) sc->add_supplemental_groups(g);
+  FillSharedSecurity(pool.sandbox, sc);
   // kubelet always asks RuntimeDefault seccomp for the sandbox (whatever the
   // pod says), so an unset template means that here.
   SecurityProfile seccomp = pool.sandbox.seccomp;
@@ -124,14 +131,7 @@ v1::CreateContainerRequest ContainerRequest(const PoolConfig& pool, const Contai
   r->set_cpu_period(t.resources.cpu_period);
   r->set_memory_limit_in_bytes(t.resources.memory_limit_bytes);
   v1::LinuxContainerSecurityContext* sc = linux->mutable_security_context();
-  sc->mutable_namespace_options()->set_network(ToCri(pool.sandbox.namespaces.network));
-  sc->mutable_namespace_options()->set_pid(ToCri(pool.sandbox.namespaces.pid));
-  sc->mutable_namespace_options()->set_ipc(ToCri(pool.sandbox.namespaces.ipc));
-  sc->set_privileged(pool.sandbox.privileged);
-  if (pool.sandbox.run_as_user) sc->mutable_run_as_user()->set_value(*pool.sandbox.run_as_user);
-  if (pool.sandbox.run_as_group) sc->mutable_run_as_group()->set_value(*pool.sandbox.run_as_group);
-  sc->set_readonly_rootfs(pool.sandbox.readonly_rootfs);
-  for (int64_t g : pool.sandbox.supplemental_groups) sc->add_supplemental_groups(g);
+  FillSharedSecurity(pool.sandbox, sc);
   SetProfile(pool.sandbox.seccomp, [sc] { return sc->mutable_seccomp(); });
   SetProfile(pool.sandbox.apparmor, [sc] { return sc->mutable_apparmor(); });
   return req;
