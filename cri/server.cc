@@ -65,32 +65,40 @@ absl::Status PrepareSocketPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartOnUnixSocket(grpc::ServerBuilder* builder,
+                                                                const std::string& path,
+                                                                mode_t mode) {
+  if (absl::Status s = PrepareSocketPath(path); !s.ok()) return s;
+  int bound = 0;
+  builder->AddListeningPort("unix:" + path, grpc::InsecureServerCredentials(), &bound);
+  // BuildAndStart creates the socket: the umask keeps it from ever having
+  // more than `mode`, chmod then sets exactly `mode`.
+  const mode_t old_umask = umask(~mode & 0777);
+  std::unique_ptr<grpc::Server> server = builder->BuildAndStart();
+  umask(old_umask);
+  if (!server || !bound) return absl::UnavailableError("cannot listen on " + path);
+  if (chmod(path.c_str(), mode) != 0) {
+    const int err = errno;
+    server->Shutdown();
+    server->Wait();
+    unlink(path.c_str());
+    return absl::FailedPreconditionError("cannot chmod " + path + ": " + std::strerror(err));
+  }
+  return server;
+}
+
 absl::StatusOr<std::unique_ptr<CriServer>> CriServer::Start(const std::string& listen,
                                                             grpc::CallbackGenericService* service) {
   const std::string path = UnixPath(listen);
-  if (absl::Status s = PrepareSocketPath(path); !s.ok()) return s;
-
   grpc::ServerBuilder builder;
   // No limit of our own: kubelet's and containerd's limits are the ones that
   // apply, as if kubelet talked to containerd directly.
   builder.SetMaxReceiveMessageSize(-1);
   builder.SetMaxSendMessageSize(-1);
   builder.RegisterCallbackGenericService(service);
-  int bound = 0;
-  builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials(), &bound);
-  // The socket is created by BuildAndStart; a umask keeps it from ever being
-  // world-accessible, chmod then sets exactly 0660.
-  const mode_t old_umask = umask(0117);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  umask(old_umask);
-  if (!server || !bound) {
-    return absl::UnavailableError("cannot listen on " + path);
-  }
-  if (chmod(path.c_str(), 0660) != 0) {
-    server->Shutdown();
-    return absl::FailedPreconditionError("cannot chmod " + path + ": " + std::strerror(errno));
-  }
-  return std::unique_ptr<CriServer>(new CriServer(path, std::move(server)));
+  auto server = StartOnUnixSocket(&builder, path, 0660);
+  if (!server.ok()) return server.status();
+  return std::unique_ptr<CriServer>(new CriServer(path, std::move(*server)));
 }
 
 void CriServer::Shutdown(std::chrono::milliseconds grace) {

@@ -3,6 +3,8 @@
 #include <absl/status/statusor.h>
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+#include <sys/types.h>
 
 #include <chrono>
 #include <memory>
@@ -35,6 +37,12 @@ class CriServer {
   std::unique_ptr<grpc::Server> server_;
   bool shut_down_ = false;
 };
+
+// Builds and starts `builder`'s server on the unix socket `path` with exactly
+// `mode` (never more, not even for a moment), after PrepareSocketPath.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartOnUnixSocket(grpc::ServerBuilder* builder,
+                                                                const std::string& path,
+                                                                mode_t mode);
 
 // Makes sure `path` can be bound: creates its parent directories, removes a
 // stale socket file, and fails if a live process answers on it or the path is

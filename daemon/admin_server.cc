@@ -124,29 +124,16 @@ AdminServer::AdminServer(std::string path, std::unique_ptr<Service> service,
 
 absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const std::string& path,
                                                                 AdminBackend* backend) {
-  if (absl::Status s = cri::PrepareSocketPath(path); !s.ok()) return s;
-
   auto service = std::make_unique<Service>(backend);
   grpc::ServerBuilder builder;
   builder.RegisterService(service.get());
-  int bound = 0;
-  builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials(), &bound);
-  // The socket is created by BuildAndStart: the umask keeps it root only from
-  // its first moment, chmod then sets exactly 0600.
-  const mode_t old_umask = umask(0177);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  umask(old_umask);
-  if (!server || !bound) {
-    return absl::UnavailableError("cannot listen on the admin socket " + path);
+  auto server = cri::StartOnUnixSocket(&builder, path, 0600);  // root only
+  if (!server.ok()) {
+    return absl::Status(server.status().code(),
+                        "admin socket: " + std::string(server.status().message()));
   }
-  if (chmod(path.c_str(), 0600) != 0) {
-    const int err = errno;
-    server->Shutdown();
-    server->Wait();
-    unlink(path.c_str());
-    return absl::FailedPreconditionError("cannot chmod " + path + ": " + std::strerror(err));
-  }
-  return std::unique_ptr<AdminServer>(new AdminServer(path, std::move(service), std::move(server)));
+  return std::unique_ptr<AdminServer>(
+      new AdminServer(path, std::move(service), std::move(*server)));
 }
 
 void AdminServer::Shutdown() {
