@@ -134,6 +134,7 @@ void PoolManager::ApplyConfig(const Config& config) {
 
 void PoolManager::ApplyConfigLocked(const Config& config) {
   daemon_ = config.daemon;
+  objects_->SetPoolsConfigured(!config.pools.empty());
   std::set<std::string> names;
   for (const PoolConfig& pc : config.pools) {
     names.insert(pc.name);

@@ -54,6 +54,16 @@ int PoolObjects::AdoptedCount(const std::string& pool) const {
   return n;
 }
 
+void PoolObjects::SetPoolsConfigured(bool configured) {
+  std::unique_lock lock(mu_);
+  pools_configured_ = configured;
+}
+
+bool PoolObjects::Active() const {
+  std::shared_lock lock(mu_);
+  return pools_configured_ || !ids_.empty() || !adopted_.empty();
+}
+
 void PoolObjects::SetPinnedImages(std::set<std::string> image_ids) {
   std::unique_lock lock(mu_);
   pinned_ = std::move(image_ids);

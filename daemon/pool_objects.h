@@ -46,6 +46,11 @@ class PoolObjects {
   bool AnyAdopted() const;
   int AdoptedCount(const std::string& pool) const;
 
+  // Whether there is anything to hide or show: pools configured, or pool or
+  // adopted objects known. When not, reads pass untouched (no parsing).
+  void SetPoolsConfigured(bool configured);
+  bool Active() const;
+
   // Image ids (sha256:...) the configured pools run.
   void SetPinnedImages(std::set<std::string> image_ids);
   bool IsPinned(const std::string& image_id) const;
@@ -55,6 +60,7 @@ class PoolObjects {
   std::set<std::string> ids_;
   std::set<std::string> pinned_;
   std::map<std::string, std::shared_ptr<const AdoptedView>> adopted_;
+  bool pools_configured_ = false;
 };
 
 }  // namespace warmpool

@@ -487,6 +487,8 @@ std::unique_ptr<cri::CallRewriter> PoolReadFilter::ForMethod(const std::string& 
   if (first_ != nullptr) {
     if (auto r = first_->ForMethod(method)) return r;
   }
+  // No pools and nothing of theirs left: reads pass as raw bytes.
+  if (!objects_->Active()) return nullptr;
   auto it = factories_.find(method);
   if (it == factories_.end()) return nullptr;
   return it->second(objects_);
