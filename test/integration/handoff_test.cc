@@ -234,3 +234,67 @@ TEST_F(HandoffTest, MismatchStartsColdWithTheReason) {
 
 }  // namespace
 }  // namespace warmpool::testing
+
+namespace warmpool::testing {
+namespace {
+
+// Fifty pods at once against a pool of five: every pod gets a working
+// sandbox with its own identity, no entry is handed out twice, and at least
+// the five frozen entries are used (the pool refills during the burst, so a
+// few more hits are possible).
+TEST_F(HandoffTest, FiftyConcurrentPodsFiveFrozenEntries) {
+  StartDaemon(/*pool_size=*/5);
+  ASSERT_TRUE(WaitFor([&] { return FrozenSandboxes().size() == 5; }, 60s)) << daemon_->LogTail();
+  const std::set<std::string> frozen = FrozenSandboxes();
+
+  constexpr int kPods = 50;
+  std::vector<std::unique_ptr<KubeletDriver>> drivers;
+  std::vector<cri::PodSandboxConfig> configs(kPods);
+  std::vector<std::string> ids(kPods);
+  std::vector<grpc::Status> results(kPods);
+  for (int i = 0; i < kPods; ++i) {
+    KubeletDriver::Options d;
+    d.endpoint = daemon_->socket_path();
+    d.work_dir = dir_ / ("burst" + std::to_string(i));
+    d.cgroup_parent = env_.cgroup_parent;
+    d.app_image = env_.app_image;
+    d.cleanup_endpoint = env_.containerd_sock;
+    drivers.push_back(std::make_unique<KubeletDriver>(d));
+    configs[i] = drivers[i]->MakeSandboxConfig(Pod("b" + std::to_string(i)));
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kPods; ++i) {
+    threads.emplace_back([&, i] {
+      cri::RunPodSandboxResponse resp;
+      results[i] = drivers[i]->RunPodSandbox(configs[i], "", &resp);
+      ids[i] = resp.pod_sandbox_id();
+    });
+  }
+  for (auto& t : threads) t.join();
+
+  std::set<std::string> distinct;
+  int hits = 0;
+  for (int i = 0; i < kPods; ++i) {
+    ASSERT_TRUE(results[i].ok()) << "pod " << i << ": " << StatusString(results[i]);
+    distinct.insert(ids[i]);
+    hits += frozen.count(ids[i]);
+    cri::PodSandboxStatusResponse st;
+    ASSERT_RPC_OK(drivers[i]->PodSandboxStatus(ids[i], false, &st));
+    EXPECT_EQ(st.status().metadata().name(), configs[i].metadata().name())
+        << "pod " << i << " sees another pod's identity";
+    EXPECT_EQ(st.status().state(), cri::SANDBOX_READY);
+  }
+  EXPECT_EQ(distinct.size(), static_cast<size_t>(kPods)) << "a sandbox was handed out twice";
+  EXPECT_EQ(hits, 5) << "all five frozen entries, each once, should serve pods";
+
+  for (int i = 0; i < kPods; ++i) {
+    cri::StopPodSandboxResponse stop;
+    cri::RemovePodSandboxResponse rm;
+    EXPECT_TRUE(drivers[i]->StopPodSandbox(ids[i], &stop).ok());
+    EXPECT_TRUE(drivers[i]->RemovePodSandbox(ids[i], &rm).ok());
+    EXPECT_EQ(drivers[i]->Cleanup(), "");
+  }
+}
+
+}  // namespace
+}  // namespace warmpool::testing
