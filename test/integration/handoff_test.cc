@@ -13,6 +13,7 @@
 
 #include "test/integration/cri_compare.h"
 #include "test/integration/kubelet_driver.h"
+#include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
 #include "warmpool_admin.grpc.pb.h"
 
@@ -20,12 +21,6 @@ namespace warmpool::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-#define ASSERT_RPC_OK(expr)                                           \
-  do {                                                                \
-    const grpc::Status _s = (expr);                                   \
-    ASSERT_TRUE(_s.ok()) << #expr << " failed: " << StatusString(_s); \
-  } while (0)
 
 std::string ReadAll(const std::filesystem::path& p) {
   std::ifstream in(p);
@@ -37,12 +32,7 @@ std::string ReadAll(const std::filesystem::path& p) {
 class HandoffTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto env = TestBedEnv::FromEnvironment();
-    if (!env) {
-      if (TestBedEnv::Required()) FAIL() << "WP_TEST_CONTAINERD_SOCK is not set";
-      GTEST_SKIP() << "no test containerd (run through test/harness/containerd.sh)";
-    }
-    env_ = *env;
+    WP_REQUIRE_TEST_BED(env_);
     char tmpl[] = "/tmp/wph-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     dir_ = tmpl;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "test/integration/kubelet_driver.h"
+#include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
 
 namespace warmpool::testing {
@@ -41,8 +42,8 @@ class NotifySocket {
       for (const std::string& m : messages_) {
         if (("\n" + m + "\n").find("\n" + line + "\n") != std::string::npos) return true;
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                               Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) return false;
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, static_cast<int>(left.count())) == 1) {
@@ -68,12 +69,7 @@ class NotifySocket {
 class NotifyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto env = TestBedEnv::FromEnvironment();
-    if (!env) {
-      if (TestBedEnv::Required()) FAIL() << "WP_TEST_CONTAINERD_SOCK is not set";
-      GTEST_SKIP() << "no test containerd (run through test/harness/containerd.sh)";
-    }
-    env_ = *env;
+    WP_REQUIRE_TEST_BED(env_);
     char tmpl[] = "/tmp/wpn-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
   }

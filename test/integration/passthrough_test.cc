@@ -24,6 +24,7 @@
 
 #include "test/integration/cri_compare.h"
 #include "test/integration/kubelet_driver.h"
+#include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
 
 namespace warmpool::testing {
@@ -34,27 +35,12 @@ using namespace std::chrono_literals;
 constexpr int kAppPort = 8080;
 constexpr auto kHttpTimeout = 30s;
 
-#define ASSERT_RPC_OK(expr)                                           \
-  do {                                                                \
-    const grpc::Status _s = (expr);                                   \
-    ASSERT_TRUE(_s.ok()) << #expr << " failed: " << StatusString(_s); \
-  } while (0)
-
 // Test bed: the harness's containerd, a private temporary directory, and the
 // drivers a test made (cleaned up in TearDown even when the test failed).
 class CriTestBed : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto env = TestBedEnv::FromEnvironment();
-    if (!env) {
-      if (TestBedEnv::Required()) {
-        FAIL() << "WP_TEST_CONTAINERD_SOCK is not set but WP_TEST_REQUIRE_CONTAINERD=1: start "
-                  "the test bed with test/harness/containerd.sh start DIR and source DIR/env";
-      }
-      GTEST_SKIP() << "no test containerd (WP_TEST_CONTAINERD_SOCK unset); run through the "
-                      "harness (test/harness/containerd.sh) to run integration tests";
-    }
-    env_ = *env;
+    WP_REQUIRE_TEST_BED(env_);
     ASSERT_FALSE(env_.app_image.empty()) << "WP_TEST_APP_IMAGE is not set";
     ASSERT_FALSE(env_.cgroup_parent.empty()) << "WP_TEST_CGROUP_PARENT is not set";
     // Short: unix socket paths inside it must fit in 108 bytes.

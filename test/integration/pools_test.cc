@@ -30,6 +30,7 @@
 
 #include "test/integration/kubelet_driver.h"
 #include "test/integration/pool_support.h"
+#include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
 
 namespace warmpool::testing {
@@ -41,12 +42,6 @@ namespace fs = std::filesystem;
 constexpr int kAppPort = 8080;
 constexpr auto kFillTimeout = 90s;
 constexpr auto kDrainTimeout = 60s;
-
-#define ASSERT_RPC_OK(expr)                                           \
-  do {                                                                \
-    const grpc::Status _s = (expr);                                   \
-    ASSERT_TRUE(_s.ok()) << #expr << " failed: " << StatusString(_s); \
-  } while (0)
 
 std::string Replace(std::string s, const std::string& from, const std::string& to) {
   for (size_t p = s.find(from); !from.empty() && p != std::string::npos;
@@ -92,20 +87,7 @@ std::string Label(const cri::PodSandbox& sb, const std::string& key) {
 class PoolTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto env = TestBedEnv::FromEnvironment();
-    if (!env) {
-      if (TestBedEnv::Required()) {
-        FAIL() << "WP_TEST_CONTAINERD_SOCK is not set but WP_TEST_REQUIRE_CONTAINERD=1: start "
-                  "the test bed with test/harness/containerd.sh start DIR and source DIR/env";
-      }
-      GTEST_SKIP() << "no test containerd (WP_TEST_CONTAINERD_SOCK unset); run through the "
-                      "harness (test/harness/containerd.sh) to run integration tests";
-    }
-    if (WarmpooldProcess::DefaultBinary().empty()) {
-      if (TestBedEnv::Required()) FAIL() << "no warmpoold binary (WARMPOOLD_PATH unset)";
-      GTEST_SKIP() << "no warmpoold binary: build target warmpoold or set WP_TEST_WARMPOOLD";
-    }
-    env_ = *env;
+    WP_REQUIRE_TEST_BED(env_);
     ASSERT_FALSE(env_.app_image.empty()) << "WP_TEST_APP_IMAGE is not set";
     ASSERT_FALSE(env_.cgroup_parent.empty()) << "WP_TEST_CGROUP_PARENT is not set";
     char tmpl[] = "/tmp/wpp-XXXXXX";  // short: socket paths live inside it
