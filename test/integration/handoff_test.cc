@@ -142,7 +142,8 @@ TEST_F(HandoffTest, PodAdoptsAFrozenSandboxAndLooksCold) {
   ASSERT_RPC_OK(driver_->StartPod(Pod("warm"), &run));
   EXPECT_EQ(run.sandbox_id, entry_sandbox) << "the pod did not get the frozen entry\n"
                                            << daemon_->LogTail();
-  EXPECT_NE(daemon_->LogTail().find("hit: pod default/" + run.spec.name), std::string::npos)
+  EXPECT_NE(daemon_->LogTail(size_t{1} << 24).find("hit: pod default/" + run.spec.name),
+            std::string::npos)
       << daemon_->LogTail();
 
   // kubelet's identity in every read.
@@ -216,7 +217,8 @@ TEST_F(HandoffTest, MismatchStartsColdWithTheReason) {
   grpc::Status s = driver_->StartPod(spec, &run);
   // containerd may not know a "runc" handler name: either way, not the entry.
   EXPECT_NE(run.sandbox_id, entry_sandbox);
-  EXPECT_NE(daemon_->LogTail().find("miss: pod default/" + spec.name), std::string::npos)
+  EXPECT_NE(daemon_->LogTail(size_t{1} << 24).find("miss: pod default/" + spec.name),
+            std::string::npos)
       << daemon_->LogTail();
   EXPECT_EQ(FrozenSandboxes().count(entry_sandbox), 1u) << "a miss must not consume an entry";
   (void)s;
