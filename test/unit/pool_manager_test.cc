@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -202,6 +203,12 @@ class PoolManagerTest : public ::testing::Test {
     options_.backoff_max = 160ms;
     config_.daemon.state_dir = ::testing::TempDir() + "/wp-pm-" + std::to_string(getpid());
     config_.daemon.pool_cgroup_parent = "/wp";
+  }
+
+  ~PoolManagerTest() override {
+    manager_.reset();  // stops its threads before their state dir goes
+    std::error_code ec;
+    std::filesystem::remove_all(config_.daemon.state_dir, ec);
   }
 
   void StartManager() {
