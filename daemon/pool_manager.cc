@@ -193,7 +193,7 @@ void PoolManager::DestroyAll() {
   std::vector<std::string> dirs;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [name, pool] : pools_) dirs.push_back(daemon_.pool_cgroup_parent + "/" + name);
+    for (const auto& [name, pool] : pools_) dirs.push_back(PoolDirLocked(name));
   }
   for (const std::string& dir : dirs) {
     if (absl::Status s = cgroups_->RemoveTree(dir); !s.ok()) {
@@ -207,6 +207,14 @@ void PoolManager::DestroyAll() {
 void PoolManager::Transition(Entry& entry, EntryState to) {
   entry.info.state = to;
   entry.info.state_since = std::chrono::system_clock::now();
+}
+
+std::string PoolManager::PoolDirLocked(const std::string& pool) const {
+  return daemon_.pool_cgroup_parent + "/" + pool;
+}
+
+std::string PoolManager::EntryDirLocked(const std::string& pool, const std::string& id) const {
+  return PoolDirLocked(pool) + "/" + id;
 }
 
 uint64_t PoolManager::BudgetUsedLocked() const {
@@ -357,7 +365,7 @@ void PoolManager::Reconcile(std::unique_lock<std::mutex>& lock) {
     e.info.id = RandomHex(12);
     e.info.pool = best->config.name;
     e.info.created_at = std::chrono::system_clock::now();
-    e.cgroup_path = daemon_.pool_cgroup_parent + "/" + best->config.name + "/" + e.info.id;
+    e.cgroup_path = EntryDirLocked(best->config.name, e.info.id);
     e.template_hash = best->template_hash;
     Transition(e, EntryState::kCreating);
     const std::string id = e.info.id;
@@ -635,7 +643,7 @@ absl::Status PoolManager::Recover(const v1::PodSandbox& sandbox) {
       return absl::FailedPreconditionError("made from an older template");
     }
     pool = it->second.config;
-    cgroup_path = daemon_.pool_cgroup_parent + "/" + pool_name + "/" + id;
+    cgroup_path = EntryDirLocked(pool_name, id);
   }
   if (sandbox.state() != v1::SANDBOX_READY) return absl::UnavailableError("sandbox not ready");
   auto frozen = cgroups_->IsFrozen(cgroup_path);
@@ -744,7 +752,7 @@ void PoolManager::HealthCheck(bool recovering) {
     e.info.sandbox_id = sb.id();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      e.cgroup_path = daemon_.pool_cgroup_parent + "/" + e.info.pool + "/" + id;
+      e.cgroup_path = EntryDirLocked(e.info.pool, id);
     }
     objects_->AddSandbox(sb.id());
     DestroyNow(e);
@@ -764,7 +772,7 @@ void PoolManager::HealthCheck(bool recovering) {
     std::vector<std::pair<std::string, std::string>> orphans;
     for (const auto& [name, pool] : pools_) {
       (void)pool;
-      const std::string dir = daemon_.pool_cgroup_parent + "/" + name;
+      const std::string dir = PoolDirLocked(name);
       for (const std::string& child : cgroups_->Children(dir)) {
         if (entries_.count(child) == 0 && seen_entries.count(child) == 0) {
           orphans.emplace_back(name, dir + "/" + child);
@@ -853,7 +861,7 @@ void PoolManager::DestroyClaimed(const Claimed& claimed) {
 
 std::string PoolManager::EntryCgroupPath(const std::string& pool, const std::string& entry_id) {
   std::lock_guard<std::mutex> lock(mu_);
-  return daemon_.pool_cgroup_parent + "/" + pool + "/" + entry_id;
+  return EntryDirLocked(pool, entry_id);
 }
 
 std::vector<PoolConfig> PoolManager::PoolConfigs() {

@@ -169,6 +169,9 @@ class PoolManager final : public AdminBackend {
   void FailLocked(const std::string& entry_id, const std::string& why);  // mu_ held
   void QueueDestroyLocked(Entry& entry, const std::string& why);         // mu_ held
   uint64_t BudgetUsedLocked() const;
+  // Where a pool's entries live: <pool_cgroup_parent>/<pool>[/<entry>].
+  std::string PoolDirLocked(const std::string& pool) const;                          // mu_ held
+  std::string EntryDirLocked(const std::string& pool, const std::string& id) const;  // mu_ held
   bool StoppingLocked() const { return stopping_; }
   void ApplyConfigLocked(const Config& config);
 
