@@ -160,6 +160,7 @@ int Run(const Config& config, const std::string& config_path) {
         // Recovery needs the upstream; READY=1 only once it is done. Adopted
         // pods first, so the pools never mistake them for their entries.
         absl::Status s = handoff.Recover();
+        if (s.ok()) read_filter.SetReady();
         if (s.ok()) s = pools.Start(current);
         if (!s.ok()) {
           spdlog::critical("pools: {}", std::string(s.message()));

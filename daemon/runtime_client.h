@@ -45,6 +45,12 @@ class RuntimeClient {
   virtual absl::Status Status(bool verbose, v1::StatusResponse* resp) {
     return absl::UnimplementedError("Status");
   }
+  virtual absl::Status StopContainer(const std::string& container_id, int64_t timeout_seconds) {
+    return absl::UnimplementedError("StopContainer");
+  }
+  virtual absl::Status RemoveContainer(const std::string& container_id) {
+    return absl::UnimplementedError("RemoveContainer");
+  }
 };
 
 // Over gRPC, with a deadline per call (creation steps can be slow: image
@@ -73,6 +79,8 @@ class GrpcRuntimeClient final : public RuntimeClient {
   absl::Status ImageStatus(const std::string& image, v1::ImageStatusResponse* resp) override;
   absl::Status PullImage(const std::string& image, v1::PullImageResponse* resp) override;
   absl::Status Status(bool verbose, v1::StatusResponse* resp) override;
+  absl::Status StopContainer(const std::string& container_id, int64_t timeout_seconds) override;
+  absl::Status RemoveContainer(const std::string& container_id) override;
 
  private:
   std::unique_ptr<v1::RuntimeService::Stub> runtime_;
