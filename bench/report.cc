@@ -235,12 +235,31 @@ std::string CdfSvg(const std::vector<const Series*>& series, const std::string& 
   o << "<text transform=\"translate(18," << top + ph / 2
     << ") rotate(-90)\" text-anchor=\"middle\">fraction of pods</text>\n";
 
+  // One colour per scenario, one line style per variant (the baseline
+  // dashed), so "which app" and "cold or warm" read apart.
+  std::vector<std::string> scenarios, variants;
+  for (const Series* s : series) {
+    if (std::find(scenarios.begin(), scenarios.end(), s->scenario) == scenarios.end()) {
+      scenarios.push_back(s->scenario);
+    }
+    if (!s->baseline &&
+        std::find(variants.begin(), variants.end(), s->variant) == variants.end()) {
+      variants.push_back(s->variant);
+    }
+  }
+  static const char* kStyles[] = {"", " stroke-dasharray=\"1.5,2.5\"",
+                                  " stroke-dasharray=\"10,3,2,3\"", " stroke-dasharray=\"12,4\"",
+                                  " stroke-dasharray=\"4,4\""};
   size_t i = 0;
   for (const Series* s : series) {
     std::vector<double> v = s->Values(kTotal);
     std::sort(v.begin(), v.end());
-    const char* colour = kColours[i % (sizeof(kColours) / sizeof(kColours[0]))];
-    const bool dashed = s->baseline;
+    const size_t si = std::find(scenarios.begin(), scenarios.end(), s->scenario) - scenarios.begin();
+    const size_t vi = std::find(variants.begin(), variants.end(), s->variant) - variants.begin();
+    const char* colour = kColours[si % (sizeof(kColours) / sizeof(kColours[0]))];
+    const std::string style =
+        s->baseline ? " stroke-dasharray=\"6,3\" stroke-opacity=\"0.8\""
+                    : std::string(kStyles[vi % (sizeof(kStyles) / sizeof(kStyles[0]))]);
     if (!v.empty()) {
       // A step function: up by 1/n at each sample.
       std::ostringstream pts;
@@ -251,14 +270,13 @@ std::string CdfSvg(const std::vector<const Series*>& series, const std::string& 
         pts << " " << x_of(v[k]) << "," << y_of(prev) << " " << x_of(v[k]) << "," << y_of(f);
         prev = f;
       }
-      o << "<polyline fill=\"none\" stroke=\"" << colour << "\" stroke-width=\"2\""
-        << (dashed ? " stroke-dasharray=\"6,3\"" : "") << " points=\"" << pts.str() << "\"/>\n";
+      o << "<polyline fill=\"none\" stroke=\"" << colour << "\" stroke-width=\"2\"" << style
+        << " points=\"" << pts.str() << "\"/>\n";
     }
     const double ly = top + 8 + 20 * i;
     const double lx = left + pw + 16;
     o << "<line x1=\"" << lx << "\" y1=\"" << ly << "\" x2=\"" << lx + 24 << "\" y2=\"" << ly
-      << "\" stroke=\"" << colour << "\" stroke-width=\"2\""
-      << (dashed ? " stroke-dasharray=\"6,3\"" : "") << "/>\n";
+      << "\" stroke=\"" << colour << "\" stroke-width=\"2\"" << style << "/>\n";
     Summary sum = Summarize(v);
     o << "<text x=\"" << lx + 30 << "\" y=\"" << ly + 4 << "\">"
       << XmlEscape(s->scenario + " " + s->variant + " (p50 " + FormatMs(sum.p50) + ")")
