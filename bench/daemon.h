@@ -63,6 +63,12 @@ class BenchDaemon {
   BenchDaemon(const BenchDaemon&) = delete;
   BenchDaemon& operator=(const BenchDaemon&) = delete;
 
+  // Uses a warmpoold someone else runs (its CRI and admin sockets) instead of
+  // starting one: pools are its own (SetPools fails), its log is not read,
+  // Stop() leaves it running.
+  void Attach(const std::string& socket, const std::string& admin_socket);
+  bool attached() const { return !attached_socket_.empty(); }
+
   // Writes the config (no pools), spawns warmpoold, waits until CRI Version
   // answers through it. "" or what went wrong (with the log's end).
   std::string Start();
@@ -77,8 +83,12 @@ class BenchDaemon {
 
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
-  std::string socket() const { return (options_.dir / "warmpool.sock").string(); }
-  std::string admin_socket() const { return (options_.dir / "admin.sock").string(); }
+  std::string socket() const {
+    return attached() ? attached_socket_ : (options_.dir / "warmpool.sock").string();
+  }
+  std::string admin_socket() const {
+    return attached() ? attached_admin_ : (options_.dir / "admin.sock").string();
+  }
   std::string log_path() const { return (options_.dir / "warmpoold.log").string(); }
   std::string LogTail(size_t bytes = 3000) const;
 
@@ -98,6 +108,7 @@ class BenchDaemon {
 
   Options options_;
   pid_t pid_ = -1;
+  std::string attached_socket_, attached_admin_;  // Attach(): not ours
   std::unique_ptr<adminpb::Admin::Stub> admin_;
   std::mutex mu_;
   uint64_t log_offset_ = 0;                     // guarded by mu_

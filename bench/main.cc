@@ -144,6 +144,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   cli.add_option("--app-timeout", opt.app_timeout_seconds, "seconds a pod's app may take")
       ->capture_default_str();
+  std::string given_socket, given_admin;
+  cli.add_option("--warmpoold-socket", given_socket,
+                 "use this running warmpoold (its CRI socket) instead of starting one; only the "
+                 "latency scenarios run, cold vs its pool --pool");
+  cli.add_option("--warmpoold-admin", given_admin, "the given warmpoold's admin socket");
+  cli.add_option("--pool", opt.given_pool, "with --warmpoold-socket: the pool the pods name");
   cli.add_option("--out", out_dir, "results directory")->capture_default_str();
   cli.add_flag("--check", opt.check,
                "exit 1 if a pod fails or a sandbox-pool pod is not served by the pool (CI smoke)");
@@ -172,6 +178,23 @@ int main(int argc, char** argv) {
   auto want = [&](const std::string& s) {
     return std::find(wanted.begin(), wanted.end(), s) != wanted.end();
   };
+
+  const bool given = !given_socket.empty();
+  if (given && (given_admin.empty() || opt.given_pool.empty())) {
+    std::fprintf(stderr, "warmpool-bench: --warmpoold-socket needs --warmpoold-admin and --pool\n");
+    return 2;
+  }
+  if (given) {
+    for (const auto& s : wanted) {
+      if (s == "burst" || s == "miss" || s == "memory") {
+        std::fprintf(stderr,
+                     "warmpool-bench: scenario %s needs pools of its own; with a given warmpoold "
+                     "run --scenarios testapp-5s,testapp-0s,python\n",
+                     s.c_str());
+        return 2;
+      }
+    }
+  }
 
   // Images: fail early, with what to do.
   if (ImageId(opt.endpoint, opt.app_image).empty()) {
@@ -224,15 +247,22 @@ int main(int argc, char** argv) {
   dopt.pool_cgroup_parent = opt.cgroup_parent + "/bench-pools-" + ctx.token;
   dopt.max_concurrent_creates = max_creates;
   wb::BenchDaemon daemon(dopt);
-  if (std::string err = daemon.Start(); !err.empty()) {
+  if (given) {
+    daemon.Attach(given_socket, given_admin);
+  } else if (std::string err = daemon.Start(); !err.empty()) {
     std::fprintf(stderr, "warmpool-bench: warmpoold did not start: %s\n", err.c_str());
     fs::remove_all(work);
     return 1;
   }
   ctx.daemon = &daemon;
   const uint64_t rss_start = daemon.RssBytes().value_or(0);
-  std::fprintf(stderr, "warmpool-bench: warmpoold %s (pid %d), log %s\n", warmpoold.c_str(),
-               daemon.pid(), daemon.log_path().c_str());
+  if (given) {
+    std::fprintf(stderr, "warmpool-bench: using the warmpoold on %s, pool %s\n",
+                 given_socket.c_str(), opt.given_pool.c_str());
+  } else {
+    std::fprintf(stderr, "warmpool-bench: warmpoold %s (pid %d), log %s\n", warmpoold.c_str(),
+                 daemon.pid(), daemon.log_path().c_str());
+  }
   const auto t_start = std::chrono::steady_clock::now();
   const std::time_t wall_start = std::time(nullptr);
 

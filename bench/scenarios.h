@@ -47,6 +47,7 @@ struct BenchOptions {
   int memory_python_entries = 5;   // frozen entries of the Python app pool
   int app_timeout_seconds = 180;
   int fill_timeout_seconds = 300;
+  std::string given_pool;  // with a given warmpoold: the pool its pods name
   bool check = false;  // fail when a pod fails or a sandbox-pool pod misses
 };
 
