@@ -313,6 +313,14 @@ std::string BenchDaemon::SandboxOutcome(const std::string& pod) {
   return it == outcomes_.end() ? "" : it->second;
 }
 
+std::string BenchDaemon::ContainerOutcome(const std::string& pod) {
+  if (attached()) return "";
+  std::lock_guard<std::mutex> lock(mu_);
+  ScanLog();
+  auto it = container_outcomes_.find(pod);
+  return it == container_outcomes_.end() ? "" : it->second;
+}
+
 void BenchDaemon::ScanLog() {
   std::ifstream in(log_path(), std::ios::binary);
   if (!in) return;
@@ -334,14 +342,17 @@ void BenchDaemon::ScanLog() {
       size_t name_end = line.find(' ', name_begin);
       if (name_end == std::string::npos) continue;
       const std::string pod = line.substr(name_begin, name_end - name_begin);
+      // "... pod NS/NAME container C ..." is about the pod's container.
+      const bool container = line.compare(name_end, 11, " container ") == 0;
+      auto& outcomes = container ? container_outcomes_ : outcomes_;
       if (kind[0] == 'h') {
-        outcomes_[pod] = "hit";
+        outcomes[pod] = "hit";
       } else {
         size_t open = line.rfind('[');
         size_t close = line.rfind(']');
-        outcomes_[pod] = open != std::string::npos && close != std::string::npos && close > open
-                             ? line.substr(open + 1, close - open - 1)
-                             : "miss";
+        outcomes[pod] = open != std::string::npos && close != std::string::npos && close > open
+                            ? line.substr(open + 1, close - open - 1)
+                            : "miss";
       }
     }
   }

@@ -101,6 +101,10 @@ class BenchDaemon {
   // reason code ("app_pool", "pool_empty", ...), or "" (nothing: a pod that
   // names no pool is only logged at debug level).
   std::string SandboxOutcome(const std::string& pod);
+  // The same for the pod's container (app pools): "hit" when warmpoold
+  // handed it the pool's pre-started container ("hit: pod NS/NAME container
+  // C ..."), a reason code when it logged a container miss, else "".
+  std::string ContainerOutcome(const std::string& pod);
 
  private:
   std::string WriteConfig(const std::vector<PoolSpec>& pools);
@@ -113,7 +117,8 @@ class BenchDaemon {
   std::mutex mu_;
   uint64_t log_offset_ = 0;                     // guarded by mu_
   std::string partial_line_;                    // guarded by mu_
-  std::map<std::string, std::string> outcomes_;  // guarded by mu_
+  std::map<std::string, std::string> outcomes_;            // guarded by mu_
+  std::map<std::string, std::string> container_outcomes_;  // guarded by mu_
 };
 
 }  // namespace warmpool::bench

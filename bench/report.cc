@@ -175,8 +175,8 @@ std::string SummaryCsv(const std::vector<Series>& series) {
 
 std::string CdfSvg(const std::vector<const Series*>& series, const std::string& title) {
   // Layout (pixels): plot area, legend on the right.
-  const double width = 980, height = 540;
-  const double left = 70, right = 300, top = 50, bottom = 60;
+  const double width = 1010, height = 540;
+  const double left = 70, right = 330, top = 50, bottom = 60;
   const double pw = width - left - right, ph = height - top - bottom;
   static const char* kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",

@@ -85,6 +85,7 @@ void Classify(Context& ctx, const std::string& pool, const PodRunner& runner, Po
   if (ctx.daemon == nullptr) return;
   std::string logged = ctx.daemon->SandboxOutcome(s->pod);
   s->sandbox_outcome = logged.empty() ? (pool.empty() ? "no_pool" : "miss") : logged;
+  s->container_outcome = ctx.daemon->ContainerOutcome(s->pod);
   if (runner.sandbox_id().empty()) return;
   for (const auto& e : ctx.daemon->Entries(pool)) {
     if (e.state() != adminpb::ENTRY_STATE_ADOPTED || e.sandbox_id() != runner.sandbox_id()) continue;
@@ -118,6 +119,9 @@ std::string MissReasons(const Series& s) {
   std::map<std::string, int> n;
   for (const PodSample& p : s.samples) {
     if (p.sandbox_outcome != "hit" && !p.sandbox_outcome.empty()) n[p.sandbox_outcome]++;
+    if (p.container_outcome != "hit" && !p.container_outcome.empty()) {
+      n["container " + p.container_outcome]++;
+    }
   }
   std::string out;
   for (const auto& [reason, count] : n) {
@@ -287,6 +291,7 @@ void RunLatencyScenario(Context& ctx, const std::string& scenario, const AppSpec
                           std::to_string(opt.pods) + "  " + v.name + ": " +
                           (s.ok ? FormatMs(s.ms[kTotal]) : "FAILED") +
                           (s.sandbox_outcome.empty() ? "" : " (" + s.sandbox_outcome + ")") +
+                          (s.container_outcome.empty() ? "" : " (container " + s.container_outcome + ")") +
                           "  elapsed " + Elapsed(started));
       v.series.samples.push_back(std::move(s));
     }

@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
+#include "bench/daemon.h"
 #include "bench/report.h"
 #include "bench/samples.h"
 
@@ -105,6 +108,45 @@ TEST(BenchReport, FormatMs) {
   EXPECT_EQ(FormatMs(3.214), "3.21 ms");
   EXPECT_EQ(FormatMs(412.04), "412.0 ms");
   EXPECT_EQ(FormatMs(5013), "5.013 s");
+}
+
+// Hits and misses per pod come from warmpoold's log lines (handoff.cc and the
+// container hand-off), read as the log grows.
+TEST(BenchDaemonLog, OutcomesPerPodFromTheLog) {
+  char tmpl[] = "/tmp/wp-bench-log-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  BenchDaemon::Options o;
+  o.dir = tmpl;
+  BenchDaemon daemon(o);
+  {
+    std::ofstream log(daemon.log_path());
+    log << "[2026-12-04 13:00:00.000] [info] hit: pod default/a pool sb entry 71e7e116b564 "
+           "sandbox cd0c2f4e4371d in 37492us\n"
+        << "[2026-12-04 13:00:00.100] [info] miss: pod default/b pool app: pool \"app\" has "
+           "pre-started containers; not implemented yet [app_pool]\n"
+        << "[2026-12-04 13:00:00.200] [info] hit: pod default/c pool app entry 1 sandbox 2 in 9us\n"
+        << "[2026-12-04 13:00:00.300] [info] hit: pod default/c container app pool app "
+           "pre-started 3 in 5us\n"
+        << "[2026-12-04 13:00:00.400] [info] miss: pod default/d pool p1: no frozen entry left "
+           "[pool_empty]\n"
+        << "[2026-12-04 13:00:00.500] [info] hit: pod default/e pool app entry 4 sandbox 5 i";
+  }
+  EXPECT_EQ(daemon.SandboxOutcome("default/a"), "hit");
+  EXPECT_EQ(daemon.ContainerOutcome("default/a"), "");
+  EXPECT_EQ(daemon.SandboxOutcome("default/b"), "app_pool");
+  EXPECT_EQ(daemon.SandboxOutcome("default/c"), "hit");
+  EXPECT_EQ(daemon.ContainerOutcome("default/c"), "hit");
+  EXPECT_EQ(daemon.SandboxOutcome("default/d"), "pool_empty");
+  EXPECT_EQ(daemon.SandboxOutcome("default/e"), "");  // its line is not complete yet
+  {
+    std::ofstream log(daemon.log_path(), std::ios::app);
+    log << "n 8us\n[2026-12-04 13:00:00.600] [info] miss: pod default/e container app pool app: "
+           "command differs [template_mismatch]; the pre-started one is removed\n";
+  }
+  EXPECT_EQ(daemon.SandboxOutcome("default/e"), "hit");
+  EXPECT_EQ(daemon.ContainerOutcome("default/e"), "template_mismatch");
+  EXPECT_EQ(daemon.SandboxOutcome("default/zzz"), "");
+  std::filesystem::remove_all(tmpl);
 }
 
 }  // namespace
