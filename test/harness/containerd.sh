@@ -35,6 +35,8 @@
 #   WP_TEST_START_TIMEOUT   seconds to wait for containerd (default 30)
 #   WP_TEST_KEEP_ON_FAILURE=1  a failed start leaves DIR and containerd for
 #                              inspection (run stop DIR afterwards)
+#   WP_TEST_SYSTEMD_CGROUP=1   runc's systemd cgroup driver (SystemdCgroup =
+#                              true); only inside a systemd node (systemd.sh)
 set -euo pipefail
 
 readonly PAUSE_IMAGE=localhost/warmpool/pause:test
@@ -397,7 +399,7 @@ disabled_plugins = [
         runtime_type = "io.containerd.runc.v2"
 
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          SystemdCgroup = false
+          SystemdCgroup = $([[ "${WP_TEST_SYSTEMD_CGROUP:-0}" == 1 ]] && echo true || echo false)
           Root = "$RUNC_ROOT"
 EOF
 }
