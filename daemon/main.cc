@@ -26,6 +26,7 @@
 #include "cri_runtime_v1.grpc.pb.h"
 #include "daemon/admin_server.h"
 #include "daemon/cgroups.h"
+#include "daemon/systemd_cgroups.h"
 #include "daemon/config.h"
 #include "daemon/handoff.h"
 #include "daemon/notify.h"
@@ -111,7 +112,11 @@ int Run(const Config& config, const std::string& config_path) {
   Cgroups cgroups(*layout);
   spdlog::info("cgroups: {}; freezer {}", cgroups.DescribeBackends(),
                cgroups.freezer_version() == CgroupVersion::kV1 ? "v1" : "v2");
-  KernelEntryCgroups entry_cgroups(&cgroups);
+  // Containers go where the cgroup parent says: cgroupfs, or systemd slices
+  // through sd-bus (connected on first use).
+  SdBusSystemd systemd;
+  ContainerCgroups container_cgroups(&cgroups, &systemd);
+  DriverEntryCgroups entry_cgroups(&cgroups, &container_cgroups);
 
   cri::RpcMetrics metrics;
   std::shared_ptr<grpc::Channel> upstream = cri::DialUpstream(config.daemon.upstream);
@@ -129,6 +134,7 @@ int Run(const Config& config, const std::string& config_path) {
   PoolManager pools(&runtime, &entry_cgroups, &pool_objects);
   Handoff handoff(&pools, &pool_objects, store->get(), &cgroups, &runtime,
                   config.daemon.containerd_root);
+  handoff.set_container_cgroups(&container_cgroups);
   PoolReadFilter read_filter(&pool_objects, &handoff);
   cri::PassthroughService passthrough(upstream, &metrics, &read_filter);
   auto server = cri::CriServer::Start(config.daemon.listen, &passthrough);

@@ -33,8 +33,9 @@
 #   leakcheck DIR  containerd.sh leakcheck inside the node, plus every
 #                  systemd unit the tests may have left: cri-containerd-*,
 #                  warmpool*, kubepods* (exit 1 and one LEAK line each).
-#   stop DIR       containerd.sh stop inside the node, power the node off
-#                  (kill it after a deadline), remove its cgroups and DIR.sd.
+#   stop DIR       containerd.sh stop inside the node, kill the node's
+#                  systemd (and so its PID namespace), remove its cgroups and
+#                  DIR.sd.
 #                  Idempotent; safe after a failed start.
 set -euo pipefail
 
@@ -265,13 +266,18 @@ do_stop() {
   local pid
   if pid=$(node_pid); then
     [[ -x "$SD/enter" ]] || write_enter "$pid"
+    # containerd.sh restores ip_forward when it sees no containerd, but inside
+    # the node it cannot see the host's: keep the (shared) setting as it was
+    # while any containerd still runs on the machine.
+    local forward
+    forward=$(cat /proc/sys/net/ipv4/ip_forward)
     in_node "$BED" stop "$DIR" || log "warning: containerd.sh stop inside the node failed"
-    # SIGRTMIN+4: poweroff; in a container systemd exits instead.
-    kill -s SIGRTMIN+4 "$pid" 2>/dev/null || true
+    if pgrep -x containerd >/dev/null; then echo "$forward" >/proc/sys/net/ipv4/ip_forward; fi
+    # The node boots no poweroff.target (its unit dir has only wp-node.target),
+    # so it goes with SIGKILL: the kernel then kills every process of its PID
+    # namespace; its cgroups are removed below.
+    kill -9 "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + 20))
-    while [[ -e /proc/$pid ]] && ((SECONDS < deadline)); do sleep 0.1; done
-    [[ -e /proc/$pid ]] && { log "warning: node systemd did not power off; killing it"; kill -9 "$pid" 2>/dev/null || true; }
-    deadline=$((SECONDS + 10))
     while [[ -e /proc/$pid ]] && ((SECONDS < deadline)); do sleep 0.1; done
   elif [[ -d "$DIR" ]]; then
     "$BED" stop "$DIR" || true
