@@ -27,7 +27,8 @@ constexpr const char* kScopePrefix = "cri-containerd-";
 constexpr const char* kMovePrefix = "warmpool-move-";
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 bool StartsWith(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
@@ -199,8 +200,7 @@ v1::LinuxContainerResources SandboxContainerResources() {
   return r;
 }
 
-absl::StatusOr<std::vector<UnitProperty>> ResourceProperties(
-    const v1::LinuxContainerResources& r) {
+absl::StatusOr<std::vector<UnitProperty>> ResourceProperties(const v1::LinuxContainerResources& r) {
   if (!r.cpuset_cpus().empty() || !r.cpuset_mems().empty()) {
     return absl::UnimplementedError("resources.cpuset_cpus/cpuset_mems: not set through systemd");
   }
@@ -218,8 +218,8 @@ absl::StatusOr<std::vector<UnitProperty>> ResourceProperties(
     props.push_back({"CPUWeight", CpuSharesToWeight(static_cast<uint64_t>(r.cpu_shares()))});
   }
   if (r.cpu_quota() > 0 && r.cpu_period() > 0) {
-    uint64_t per_sec = static_cast<uint64_t>(r.cpu_quota()) * 1000000 /
-                       static_cast<uint64_t>(r.cpu_period());
+    uint64_t per_sec =
+        static_cast<uint64_t>(r.cpu_quota()) * 1000000 / static_cast<uint64_t>(r.cpu_period());
     if (per_sec % 10000 != 0) per_sec = (per_sec / 10000 + 1) * 10000;
     props.push_back({"CPUQuotaPerSecUSec", per_sec});
     props.push_back({"CPUQuotaPeriodUSec", static_cast<uint64_t>(r.cpu_period())});
@@ -293,7 +293,8 @@ int AppendProperty(sd_bus_message* m, const UnitProperty& p) {
   } else {
     const auto& pids = std::get<std::vector<uint32_t>>(p.value);
     if ((r = sd_bus_message_open_container(m, 'v', "au")) < 0) return r;
-    if ((r = sd_bus_message_append_array(m, 'u', pids.data(), pids.size() * sizeof(uint32_t))) < 0) {
+    if ((r = sd_bus_message_append_array(m, 'u', pids.data(), pids.size() * sizeof(uint32_t))) <
+        0) {
       return r;
     }
     r = sd_bus_message_close_container(m);
@@ -332,8 +333,8 @@ absl::Status SdBusSystemd::ConnectLocked() {
     }
     return 0;
   };
-  r = sd_bus_match_signal(b->bus, &b->slot, nullptr, kPath, kManager, "JobRemoved",
-                          on_job_removed, b.get());
+  r = sd_bus_match_signal(b->bus, &b->slot, nullptr, kPath, kManager, "JobRemoved", on_job_removed,
+                          b.get());
   if (r < 0) return FromBus("subscribing to systemd's JobRemoved", r, nullptr);
   BusError err;
   r = sd_bus_call_method(b->bus, kDest, kPath, kManager, "Subscribe", &err.e, nullptr, "");

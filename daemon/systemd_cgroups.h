@@ -45,9 +45,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "cri_runtime_v1.pb.h"
 #include "daemon/cgroups.h"
 #include "daemon/pool_manager.h"
-#include "cri_runtime_v1.pb.h"
 
 namespace warmpool {
 
@@ -203,9 +203,7 @@ class DriverEntryCgroups final : public EntryCgroups {
       : kernel_(cgroups), containers_(containers) {}
   absl::Status Freeze(const std::string& path) override { return kernel_.Freeze(path); }
   absl::Status Thaw(const std::string& path) override { return kernel_.Thaw(path); }
-  absl::StatusOr<bool> IsFrozen(const std::string& path) override {
-    return kernel_.IsFrozen(path);
-  }
+  absl::StatusOr<bool> IsFrozen(const std::string& path) override { return kernel_.IsFrozen(path); }
   absl::StatusOr<uint64_t> MemoryUsage(const std::string& path) override {
     return kernel_.MemoryUsage(path);
   }

@@ -51,11 +51,11 @@ void Reap(const std::vector<pid_t>& pids) {
 std::string MakeSource(SdBusSystemd& systemd, const std::string& scope,
                        const std::vector<pid_t>& pids) {
   std::vector<uint32_t> list(pids.begin(), pids.end());
-  absl::Status s = systemd.StartTransientUnit(
-      scope, {{"Slice", std::string("warmpoolbench-src.slice")},
-              {"Delegate", true},
-              {"DefaultDependencies", false},
-              {"PIDs", list}});
+  absl::Status s =
+      systemd.StartTransientUnit(scope, {{"Slice", std::string("warmpoolbench-src.slice")},
+                                         {"Delegate", true},
+                                         {"DefaultDependencies", false},
+                                         {"PIDs", list}});
   if (!s.ok()) {
     std::fprintf(stderr, "source scope: %s\n", std::string(s.message()).c_str());
     std::exit(1);
@@ -149,8 +149,8 @@ int main(int argc, char** argv) {
     std::filesystem::remove(d, ec);
   }
 
-  std::printf("systemd move of %d process(es) into a scope in a pod slice, %d runs (us)\n",
-              procs, runs);
+  std::printf("systemd move of %d process(es) into a scope in a pod slice, %d runs (us)\n", procs,
+              runs);
   std::printf("%-34s %10s %10s %10s %10s\n", "variant", "p50", "p90", "max", "min");
   for (const Row* row : {&two, &one}) {
     std::printf("%-34s %10.0f %10.0f %10.0f %10.0f\n", row->name.c_str(), Pct(row->us, 0.5),

@@ -53,8 +53,8 @@ std::string Show(const std::string& unit, const std::string& property) {
 
 // Units systemd has loaded whose names match `pattern`.
 std::string ListUnits(const std::string& pattern) {
-  std::string cmd = "systemctl list-units --all --plain --no-legend --no-pager '" + pattern +
-                    "' 2>&1";
+  std::string cmd =
+      "systemctl list-units --all --plain --no-legend --no-pager '" + pattern + "' 2>&1";
   std::string out;
   if (FILE* p = ::popen(cmd.c_str(), "r")) {
     char buf[512];
@@ -80,7 +80,8 @@ class HandoffSystemdTest : public ::testing::Test {
       const std::string why =
           "no systemd node: PID 1 is not systemd here; start one with "
           "test/harness/systemd.sh start DIR and export WP_TEST_SYSTEMD_ENTER=DIR.sd/enter";
-      if (req != nullptr && std::string(req) == "1") FAIL() << why << " (WP_TEST_REQUIRE_SYSTEMD=1)";
+      if (req != nullptr && std::string(req) == "1")
+        FAIL() << why << " (WP_TEST_REQUIRE_SYSTEMD=1)";
       GTEST_SKIP() << why;
     }
     WP_REQUIRE_TEST_BED(env_);
@@ -160,10 +161,10 @@ class HandoffSystemdTest : public ::testing::Test {
       if (c == '-') c = '_';
     }
     const std::string slice = "kubepods-besteffort-pod" + u + ".slice";
-    absl::Status s = systemd_.StartTransientUnit(
-        slice, {{"Description", std::string("test pod ") + uid},
-                {"MemoryMax", uint64_t{512} << 20},
-                {"CPUWeight", uint64_t{4}}});
+    absl::Status s =
+        systemd_.StartTransientUnit(slice, {{"Description", std::string("test pod ") + uid},
+                                            {"MemoryMax", uint64_t{512} << 20},
+                                            {"CPUWeight", uint64_t{4}}});
     EXPECT_TRUE(s.ok()) << s;
     pod_slices_.push_back(slice);
     return slice;
@@ -224,15 +225,31 @@ TEST_F(HandoffSystemdTest, SandboxMovesIntoAScopeInThePodSliceAndRemoveLeavesNoU
   }
   EXPECT_EQ(ReadAll("/sys/fs/cgroup/freezer" + cgroup + "/freezer.state"), "THAWED\n");
   // The pod slice's limit is over it (kubelet's pod-level resources).
-  EXPECT_EQ(ReadAll("/sys/fs/cgroup/memory" + ExpandSlice(pod_slice).value() +
-                    "/memory.limit_in_bytes"),
-            std::to_string(uint64_t{512} << 20) + "\n");
+  EXPECT_EQ(
+      ReadAll("/sys/fs/cgroup/memory" + ExpandSlice(pod_slice).value() + "/memory.limit_in_bytes"),
+      std::to_string(uint64_t{512} << 20) + "\n");
 
   // The sandbox works: containerd still serves it.
   cri::PodSandboxStatusResponse status;
   ASSERT_RPC_OK(driver_->PodSandboxStatus(sandbox, false, &status));
   EXPECT_EQ(status.status().state(), cri::SANDBOX_READY);
   EXPECT_EQ(status.status().metadata().name(), spec.name);
+
+  // kill -9 and restart: the record brings the adopted pod back, and the
+  // scope is left alone.
+  daemon_->Kill();
+  ASSERT_EQ(daemon_->Start(), "");
+  // (warmpoold serves CRI before its recovery has run: until then reads show
+  // the entry as containerd has it. Wait for recovery.)
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return driver_->PodSandboxStatus(sandbox, false, &status).ok() &&
+               status.status().metadata().name() == spec.name;
+      },
+      30s))
+      << daemon_->LogTail();
+  EXPECT_EQ(Show(scope, "ActiveState"), "active");
+  EXPECT_EQ(Procs("systemd", cgroup), pause);
 
   // kubelet's teardown: nothing of the pod stays in systemd or cgroupfs.
   cri::StopPodSandboxResponse stopped;
@@ -267,8 +284,8 @@ TEST_F(HandoffSystemdTest, UnsupportedParentOrFailedMoveFallsBackColdAndCleansUp
       },
       10s))
       << daemon_->LogTail();
-  EXPECT_TRUE(WaitFor([&] { return Show(ContainerScopeName(sandbox), "LoadState") == "not-found"; },
-                      30s));
+  EXPECT_TRUE(
+      WaitFor([&] { return Show(ContainerScopeName(sandbox), "LoadState") == "not-found"; }, 30s));
   EXPECT_EQ(ListUnits(MoveScopeName(sandbox)), "");
 }
 

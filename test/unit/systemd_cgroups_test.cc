@@ -48,8 +48,7 @@ TEST(SystemdNaming, ScopesOfContainers) {
 TEST(SystemdNaming, PoolAndEntrySlicesNestUnderTheParent) {
   EXPECT_EQ(EscapeSliceComponent("py-api"), "py\\x2dapi");
   EXPECT_EQ(EscapeSliceComponent("a_b.c"), "a_b.c");
-  EXPECT_EQ(PoolSlicePath("warmpool.slice", "py-api"),
-            "/warmpool.slice/warmpool-py\\x2dapi.slice");
+  EXPECT_EQ(PoolSlicePath("warmpool.slice", "py-api"), "/warmpool.slice/warmpool-py\\x2dapi.slice");
   const std::string entry = EntrySlicePath("warmpool.slice", "py-api", "0a1b2c3d4e5f");
   EXPECT_EQ(entry,
             "/warmpool.slice/warmpool-py\\x2dapi.slice/warmpool-py\\x2dapi-0a1b2c3d4e5f.slice");
@@ -197,7 +196,8 @@ TEST_F(ContainerCgroupsTest, MoveStepsThroughATemporaryScopeWhenTheNameIsTaken) 
               ElementsAre("start warmpool-move-c1.scope", "stop cri-containerd-c1.scope",
                           "start cri-containerd-c1.scope", "stop warmpool-move-c1.scope"));
   const auto& props = systemd.units.at("cri-containerd-c1.scope");
-  EXPECT_THAT(props, ::testing::Contains(UnitProperty{"Slice", std::string("kubepods-pod1.slice")}));
+  EXPECT_THAT(props,
+              ::testing::Contains(UnitProperty{"Slice", std::string("kubepods-pod1.slice")}));
   EXPECT_THAT(props, ::testing::Contains(UnitProperty{"Delegate", true}));
   EXPECT_THAT(props, ::testing::Contains(
                          UnitProperty{"PIDs", std::vector<uint32_t>{999999998, 999999999}}));
