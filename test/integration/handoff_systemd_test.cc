@@ -239,8 +239,8 @@ TEST_F(HandoffSystemdTest, SandboxMovesIntoAScopeInThePodSliceAndRemoveLeavesNoU
   // scope is left alone.
   daemon_->Kill();
   ASSERT_EQ(daemon_->Start(), "");
-  // (warmpoold serves CRI before its recovery has run: until then reads show
-  // the entry as containerd has it. Wait for recovery.)
+  // (Recovery runs before warmpoold serves when containerd is up; the wait
+  // only keeps this test about the systemd side.)
   EXPECT_TRUE(WaitFor(
       [&] {
         return driver_->PodSandboxStatus(sandbox, false, &status).ok() &&
