@@ -172,7 +172,9 @@ Handoff::Handoff(PoolManager* pools, PoolObjects* objects, StateStore* store, Cg
       store_(store),
       cgroups_(cgroups),
       runtime_(runtime),
-      containerd_root_(std::move(containerd_root)) {
+      containerd_root_(std::move(containerd_root)),
+      own_placement_(std::make_unique<ContainerCgroups>(cgroups, nullptr)),
+      placement_(own_placement_.get()) {
   objects_->SetStatsSource(
       [this](const AdoptedContainerView& view, v1::ContainerStats* out) { return Stats(view, out); });
   for (int i = 0; i < kWorkers; ++i) workers_.emplace_back([this] { WorkLoop(); });
@@ -248,6 +250,14 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
   const std::vector<PoolConfig> pools = pools_->PoolConfigs();
   MatchResult match = MatchSandbox(req, pools);
   const std::string pod = PodName(req.config());
+  if (match.hit && !match.pool->is_sandbox_pool() &&
+      IsSystemdSlice(req.config().linux().cgroup_parent())) {
+    match.hit = false;
+    match.reason_code = "systemd_driver";
+    match.reason = "pool \"" + match.pool->name +
+                   "\" has pre-started containers; handing those over under the systemd cgroup "
+                   "driver is not supported yet";
+  }
   if (!match.hit) {
     Count(match.reason_code);
     if (match.reason_code == "no_pool") {
@@ -299,10 +309,9 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
     RollBack(claimed, parent, moved);
     return s;
   };
-  if (parent.empty() || parent.front() != '/') {
+  if (parent.empty() || (parent.front() != '/' && !IsSystemdSlice(parent))) {
     return fail(absl::FailedPreconditionError(
-        "cgroup_parent \"" + parent +
-        "\" is not a cgroupfs path (the systemd cgroup driver is not supported yet)"));
+        "cgroup_parent \"" + parent + "\" is neither a cgroupfs path nor a systemd slice"));
   }
 
   AdoptionRecord record;
@@ -324,18 +333,29 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   }
 
   // Every process into kubelet's pod cgroup, one cgroup per container, as
-  // containerd's cgroupfs driver would have placed them. Pre-started
-  // containers stay frozen (in a cgroup frozen before they arrive) until
-  // kubelet starts them.
+  // containerd would have placed them with the driver the parent names
+  // (daemon/systemd_cgroups.h). Pre-started containers stay frozen until
+  // kubelet starts them: they go into a cgroup frozen before they arrive
+  // (cgroupfs only: Decide sends app pools under a systemd slice cold).
   std::vector<std::string> children = KernelEntryCgroups(cgroups_).Children(claimed.cgroup_path);
+  const v1::LinuxContainerResources sandbox_resources = SandboxContainerResources();
   for (const std::string& child : children) {
-    const std::string to = parent + "/" + child;
-    if (absl::Status s = cgroups_->Create(to); !s.ok()) return fail(s);
-    moved.push_back(child);
-    if (child != sandbox_id) {
+    const std::string id = ContainerIdOfCgroup(child);
+    const bool is_sandbox = id == sandbox_id;
+    moved.push_back(id);
+    if (!is_sandbox) {
+      const std::string to = parent + "/" + id;
+      if (absl::Status s = cgroups_->Create(to); !s.ok()) return fail(s);
       if (absl::Status s = cgroups_->Freeze(to); !s.ok()) return fail(s);
+      if (absl::Status s = cgroups_->MoveProcs(claimed.cgroup_path + "/" + child, to); !s.ok()) {
+        return fail(s);
+      }
+      continue;
     }
-    if (absl::Status s = cgroups_->MoveProcs(claimed.cgroup_path + "/" + child, to); !s.ok()) {
+    if (absl::Status s = placement_->MoveContainer(claimed.cgroup_path + "/" + child, parent, id,
+                                                   is_sandbox,
+                                                   is_sandbox ? &sandbox_resources : nullptr);
+        !s.ok()) {
       return fail(s);
     }
   }
@@ -346,14 +366,16 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
     prestarted = std::move(*listed);
   }
   (void)cgroups_->Thaw(claimed.cgroup_path);
-  if (absl::Status s = cgroups_->RemoveTree(claimed.cgroup_path); !s.ok()) return fail(s);
+  if (absl::Status s = placement_->RemoveTree(claimed.cgroup_path); !s.ok()) return fail(s);
   // (No durable "moved" step: each Put costs two fsyncs, ~8 ms here, and the
   // "claimed" record already tells recovery which cgroups to undo.)
 
   // Identity inside the sandbox.
-  auto pids = cgroups_->Pids(parent + "/" + sandbox_id);
+  auto sandbox_cgroup = placement_->ContainerCgroup(parent, sandbox_id);
+  if (!sandbox_cgroup.ok()) return fail(sandbox_cgroup.status());
+  auto pids = cgroups_->Pids(*sandbox_cgroup);
   if (!pids.ok() || pids->empty()) {
-    return fail(absl::InternalError("no pause process in " + parent + "/" + sandbox_id));
+    return fail(absl::InternalError("no pause process in " + *sandbox_cgroup));
   }
   const std::string& hostname = req.config().hostname();
   if (!hostname.empty()) {
@@ -411,7 +433,12 @@ void Handoff::RollBack(const PoolManager::Claimed& claimed, const std::string& c
   // cannot die); then their cgroups go.
   for (const std::string& child : moved) (void)cgroups_->Thaw(cgroup_parent + "/" + child);
   pools_->DestroyClaimed(claimed);
-  for (const std::string& child : moved) (void)cgroups_->RemoveTree(cgroup_parent + "/" + child);
+  for (const std::string& id : moved) {
+    if (absl::Status s = placement_->RemoveMoved(cgroup_parent, id); !s.ok()) {
+      spdlog::warn("roll-back of sandbox {}: removing the cgroup of {}: {}",
+                   claimed.info.sandbox_id.substr(0, 13), id.substr(0, 13), s.message());
+    }
+  }
   (void)store_->Remove(claimed.info.sandbox_id);
 }
 
@@ -434,11 +461,10 @@ void Handoff::Forget(const std::string& sandbox_id) {
       objects_->Remove(id);
     }
     for (const std::string& id : ids) {
-      const std::string path = record->cgroup_parent + "/" + id;
-      (void)cgroups_->Thaw(path);
-      if (absl::Status s = cgroups_->RemoveTree(path); !s.ok()) {
-        spdlog::warn("sandbox {}: removing cgroup {}: {}", sandbox_id.substr(0, 13), path,
-                     s.message());
+      (void)cgroups_->Thaw(record->cgroup_parent + "/" + id);
+      if (absl::Status s = placement_->RemoveMoved(record->cgroup_parent, id); !s.ok()) {
+        spdlog::warn("sandbox {}: removing the cgroup of {}: {}", sandbox_id.substr(0, 13),
+                     id.substr(0, 13), s.message());
       }
     }
     std::error_code ec;
@@ -459,7 +485,7 @@ absl::Status Handoff::Recover() {
       if (absl::IsNotFound(exists)) {
         spdlog::info("hand-off record of sandbox {}: containerd no longer has it; dropped",
                      r.sandbox_id.substr(0, 13));
-        (void)cgroups_->RemoveTree(r.cgroup_parent + "/" + r.sandbox_id);
+        (void)placement_->RemoveMoved(r.cgroup_parent, r.sandbox_id);
         (void)store_->Remove(r.sandbox_id);
         continue;
       }
@@ -487,15 +513,9 @@ absl::Status Handoff::Recover() {
     claimed.cgroup_path.clear();
     // The entry's own cgroup path is derived the way the pool manager makes it.
     claimed.cgroup_path = pools_->EntryCgroupPath(r.pool, r.entry_id);
-    std::vector<std::string> moved;
-    for (const std::string& child :
-         KernelEntryCgroups(cgroups_).Children(r.cgroup_parent.empty() ? "/" : r.cgroup_parent)) {
-      if (child == r.sandbox_id ||
-          std::find(r.unclaimed_containers.begin(), r.unclaimed_containers.end(), child) !=
-              r.unclaimed_containers.end()) {
-        moved.push_back(child);
-      }
-    }
+    // RemoveMoved is idempotent: whatever of the move happened is undone.
+    std::vector<std::string> moved = {r.sandbox_id};
+    moved.insert(moved.end(), r.unclaimed_containers.begin(), r.unclaimed_containers.end());
     RollBack(claimed, r.cgroup_parent, moved);
   }
   return absl::OkStatus();
