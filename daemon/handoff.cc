@@ -360,8 +360,13 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
 
   // The pod's own network, under its own identity.
   if (record.late_network.state == AdoptionRecord::LateNetwork::State::kAdding) {
+    const auto bind_start = Clock::now();
     if (absl::Status s = late_->Bind(sandbox_id, &record.late_network); !s.ok()) return fail(s);
     record.pod_ip = LateNetwork::PodIps(record.late_network).front();
+    spdlog::debug("sandbox {}: pod network bound ({}) in {}us", sandbox_id.substr(0, 13),
+                  record.pod_ip,
+                  std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - bind_start)
+                      .count());
   }
 
   // Identity inside the sandbox.

@@ -138,12 +138,12 @@ int main(int argc, char** argv) {
       run.pod_ip = run.sandbox_status.status().network().ip();
       std::string image_id;
       if (s.ok()) s = driver.EnsureImage(env->app_image, run.sandbox_config, &run, &image_id);
-      cri::CreateContainerResponse created;
+      wt::cri::CreateContainerResponse created;
       if (s.ok()) {
         s = driver.CreateContainer(run.sandbox_id, driver.MakeContainerConfig(run, 0, image_id),
                                    run.sandbox_config, &created);
       }
-      cri::StartContainerResponse started;
+      wt::cri::StartContainerResponse started;
       if (s.ok()) s = driver.StartContainer(created.container_id(), &started);
       // Polled every millisecond (the tests' WaitForHttp polls every 20).
       bool answer = s.ok() && wt::WaitFor(
