@@ -380,21 +380,21 @@ void Handoff::DecideContainerStats(const grpc::ByteBuffer& request,
   });
 }
 
-void Handoff::DecideStopSandbox(const grpc::ByteBuffer& request,
-                                cri::CallRewriter::DecideCallback done) {
-  v1::StopPodSandboxRequest req;
-  if (!cri::ParseMessage(request, &req).ok()) return done(std::nullopt);
-  std::shared_ptr<const AdoptedView> sandbox = objects_->Adopted(req.pod_sandbox_id());
-  if (!sandbox) return done(std::nullopt);
-  Post([this, sandbox, done = std::move(done)] {
+void Handoff::StopSandbox(const std::string& sandbox_id,
+                          cri::CallRewriter::DecideCallback done) {
+  std::shared_ptr<const AdoptedView> sandbox = objects_->Adopted(sandbox_id);
+  if (!sandbox) return ReleaseThenForward(sandbox_id, std::move(done));
+  Post([this, sandbox, done = std::move(done)]() mutable {
     Reap(sandbox->sandbox_id);
     // Adopted containers kubelet never started are still frozen.
     if (auto record = store_->Get(sandbox->sandbox_id)) {
       for (const auto& c : record->containers) {
-        if (c.started_at_ns == 0) (void)cgroups_->Thaw(record->cgroup_parent + "/" + c.container_id);
+        if (c.started_at_ns == 0) {
+          (void)cgroups_->Thaw(record->cgroup_parent + "/" + c.container_id);
+        }
       }
     }
-    done(std::nullopt);
+    ReleaseThenForward(sandbox->sandbox_id, std::move(done));
   });
 }
 

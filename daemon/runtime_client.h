@@ -51,6 +51,12 @@ class RuntimeClient {
   virtual absl::Status RemoveContainer(const std::string& container_id) {
     return absl::UnimplementedError("RemoveContainer");
   }
+  // PodSandboxStatus with verbose = true (info: the runtime's JSON, with the
+  // sandbox's OCI spec; daemon/late_network.h reads its netns path there).
+  virtual absl::Status PodSandboxStatusVerbose(const std::string& sandbox_id,
+                                               v1::PodSandboxStatusResponse* resp) {
+    return absl::UnimplementedError("PodSandboxStatusVerbose");
+  }
 };
 
 // Over gRPC, with a deadline per call (creation steps can be slow: image
@@ -81,6 +87,8 @@ class GrpcRuntimeClient final : public RuntimeClient {
   absl::Status Status(bool verbose, v1::StatusResponse* resp) override;
   absl::Status StopContainer(const std::string& container_id, int64_t timeout_seconds) override;
   absl::Status RemoveContainer(const std::string& container_id) override;
+  absl::Status PodSandboxStatusVerbose(const std::string& sandbox_id,
+                                       v1::PodSandboxStatusResponse* resp) override;
 
  private:
   std::unique_ptr<v1::RuntimeService::Stub> runtime_;

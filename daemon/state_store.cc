@@ -123,6 +123,17 @@ absl::StatusOr<std::string> Encode(const AdoptionRecord& r) {
   }
   for (const std::string& id : r.unclaimed_containers) m.add_unclaimed_containers(id);
   m.set_template_hash(r.template_hash);
+  if (r.late_network.state != AdoptionRecord::LateNetwork::State::kNone) {
+    const AdoptionRecord::LateNetwork& n = r.late_network;
+    pb::AdoptionRecord::LateNetwork* mn = m.mutable_late_network();
+    mn->set_state(static_cast<pb::AdoptionRecord::LateNetwork::State>(static_cast<int>(n.state)));
+    mn->set_netns_path(n.netns_path);
+    mn->set_conflist(n.conflist);
+    mn->set_cni_args(n.cni_args);
+    mn->set_capability_args(n.capability_args);
+    mn->set_ifname(n.ifname);
+    mn->set_result(n.result);
+  }
 
   size_t size = m.ByteSizeLong();
   if (size > kMaxRecordBytes) {
@@ -196,6 +207,20 @@ absl::StatusOr<AdoptionRecord> Decode(std::string_view file, std::string_view ex
   }
   r.unclaimed_containers.assign(m.unclaimed_containers().begin(), m.unclaimed_containers().end());
   r.template_hash = m.template_hash();
+  if (m.has_late_network()) {
+    const auto& mn = m.late_network();
+    if (mn.state() < 0 || mn.state() > pb::AdoptionRecord::LateNetwork::STATE_RELEASED) {
+      return absl::DataLossError(absl::StrCat("unknown late network state ", mn.state()));
+    }
+    AdoptionRecord::LateNetwork& n = r.late_network;
+    n.state = static_cast<AdoptionRecord::LateNetwork::State>(static_cast<int>(mn.state()));
+    n.netns_path = mn.netns_path();
+    n.conflist = mn.conflist();
+    n.cni_args = mn.cni_args();
+    n.capability_args = mn.capability_args();
+    n.ifname = mn.ifname();
+    n.result = mn.result();
+  }
   return r;
 }
 
