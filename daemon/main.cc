@@ -140,6 +140,9 @@ int Run(const Config& config, const std::string& config_path) {
   late_network.Configure(config.daemon);
   handoff.SetLateNetwork(&late_network);
   PoolReadFilter read_filter(&pool_objects, &handoff);
+  // Calls wait for recovery only when there is something to recover: with no
+  // hand-off record no read can show an adopted pod as a pool entry.
+  if ((*store)->All().empty()) read_filter.SetReady();
   cri::PassthroughService passthrough(upstream, &metrics, &read_filter);
 
   // When containerd answers at start (the usual case), recover before

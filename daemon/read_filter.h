@@ -27,7 +27,8 @@ class PoolReadFilter final : public cri::RewritePolicy {
 
   // Until called, every call is answered UNAVAILABLE (kubelet retries): the
   // hand-off records are not recovered yet, so an adopted pod would show
-  // warmpool's identity, or a hand-off could race its own recovery.
+  // warmpool's identity, or a hand-off could race its own recovery. main.cc
+  // calls it at once when the state store holds no record.
   void SetReady() { ready_ = true; }
 
  private:

@@ -434,7 +434,7 @@ disabled_plugins = [
         cni_max_conf_num = 1
 
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$LATE_HANDLER.options]
-          SystemdCgroup = false
+          SystemdCgroup = $([[ "${WP_TEST_SYSTEMD_CGROUP:-0}" == 1 ]] && echo true || echo false)
           Root = "$RUNC_ROOT"
 EOF
 }

@@ -123,7 +123,7 @@ class HandoffSystemdTest : public ::testing::Test {
     o.dir = dir_ / "wp";
     o.extra_daemon_config = "pool_cgroup_parent = \"" + pool_slice_ + "\"";
     o.extra_config = "[[pool]]\nname = \"sd-any\"\nsize = " + std::to_string(pool_size) +
-                     "\ndefault = true\n[pool.sandbox]\n"
+                     "\nnetwork = \"early\"\ndefault = true\n[pool.sandbox]\n"
                      "dns = { servers = [\"127.0.0.1\"] }\n";
     daemon_ = std::make_unique<WarmpooldProcess>(o);
     ASSERT_EQ(daemon_->Start(), "");
