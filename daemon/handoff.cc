@@ -15,7 +15,6 @@
 #include "daemon/log_format.h"
 #include "daemon/matcher.h"
 #include "daemon/nsops.h"
-#include "daemon/read_filter.h"
 
 namespace warmpool {
 namespace {
@@ -32,9 +31,6 @@ constexpr const char* kUpdateContainerResources =
     "/runtime.v1.RuntimeService/UpdateContainerResources";
 constexpr const char* kContainerStats = "/runtime.v1.RuntimeService/ContainerStats";
 constexpr int kWorkers = 4;
-
-int64_t NowNs() { return UnixNowNs(); }
-std::string PodName(const v1::PodSandboxConfig& c) { return PodNameOf(c); }
 
 // Replaces a file's content in place (same inode: bind mounts of it see the
 // new content) and syncs it. A missing file is NotFound.
@@ -117,8 +113,10 @@ class Handoff::RunRewriter final : public cri::CallRewriter {
   Handoff* handoff_;
 };
 
-// StopPodSandbox: a pool entry's id is unknown to kubelet; an adopted
-// sandbox's late network is released (CNI DEL) before containerd stops it.
+// StopPodSandbox of an adopted sandbox: its unclaimed pre-started containers
+// go and its late network is released (CNI DEL) before containerd stops it.
+// (A pool entry's id never reaches the hand-off: PoolReadFilter, which
+// chains this rewriter, answers it as an unknown id first.)
 class Handoff::StopRewriter final : public cri::CallRewriter {
  public:
   explicit StopRewriter(Handoff* handoff) : handoff_(handoff) {}
@@ -127,18 +125,16 @@ class Handoff::StopRewriter final : public cri::CallRewriter {
     if (grpc::Status s = cri::ParseMessage(request, &req); !s.ok()) {
       return done(LocalAnswer{s, {}});
     }
-    const std::string id = req.pod_sandbox_id();
-    if (handoff_->objects_->Contains(id)) return done(LocalAnswer{SandboxNotFoundQuoted(id), {}});
-    handoff_->StopSandbox(id, std::move(done));
+    handoff_->StopSandbox(req.pod_sandbox_id(), std::move(done));
   }
 
  private:
   Handoff* handoff_;
 };
 
-// RemovePodSandbox: a pool entry's id is unknown to kubelet (OK, nothing
-// removed); an adopted sandbox's record and moved cgroups go once containerd
-// removed it.
+// RemovePodSandbox: an adopted sandbox's late network is released first;
+// its record and moved cgroups go once containerd removed it. (Pool entries'
+// ids are answered by PoolReadFilter before this runs.)
 class Handoff::RemoveRewriter final : public cri::CallRewriter {
  public:
   explicit RemoveRewriter(Handoff* handoff) : handoff_(handoff) {}
@@ -148,7 +144,6 @@ class Handoff::RemoveRewriter final : public cri::CallRewriter {
       return done(LocalAnswer{s, {}});
     }
     id_ = req.pod_sandbox_id();
-    if (handoff_->objects_->Contains(id_)) return done(LocalAnswer{grpc::Status::OK, {}});
     handoff_->ReleaseThenForward(id_, std::move(done));
   }
   grpc::Status OnResponse(grpc::ByteBuffer*, bool*) override {
@@ -310,7 +305,7 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
   if (pools_->passthrough()) return done(std::nullopt);
   const std::vector<PoolConfig> pools = pools_->PoolConfigs();
   MatchResult match = MatchSandbox(req, pools);
-  const std::string pod = PodName(req.config());
+  const std::string pod = PodNameOf(req.config());
   if (match.hit && !match.pool->is_sandbox_pool() &&
       IsSystemdSlice(req.config().linux().cgroup_parent())) {
     match.hit = false;
@@ -396,7 +391,7 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   record.entry_id = claimed.info.id;
   record.pool = claimed.info.pool;
   record.run_request = req.SerializeAsString();
-  record.adopted_at_ns = NowNs();
+  record.adopted_at_ns = UnixNowNs();
   record.cgroup_parent = parent;
   record.pod_ip = claimed.info.pod_ip;
   record.template_hash = claimed.template_hash;

@@ -580,7 +580,6 @@ class ChainedRewriter final : public cri::CallRewriter {
 
 grpc::Status SandboxNotFound(const std::string& id) { return SandboxFind(id); }
 grpc::Status ContainerNotFound(const std::string& id) { return ContainerFindQuoted(id); }
-grpc::Status SandboxNotFoundQuoted(const std::string& id) { return SandboxFindQuoted(id); }
 
 PoolReadFilter::PoolReadFilter(const PoolObjects* objects, cri::RewritePolicy* first)
     : objects_(objects), first_(first) {
