@@ -367,8 +367,12 @@ TEST_P(ProxyTest, DeadlineReachesUpstreamAndExpires) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   ASSERT_TRUE(WaitFor([&] { return observed_.slow_started == 1; }));
   // The upstream saw kubelet's deadline (not infinity, not later than asked).
+  // gRPC sends a deadline as a relative grpc-timeout that each receiver adds to
+  // its own "now", so every hop pushes it later by that hop's transit time
+  // (milliseconds on a loaded 2-core CI machine). A proxy that dropped or
+  // replaced the deadline would be off by seconds, not by this slack.
   std::lock_guard<std::mutex> lock(observed_.mu);
-  EXPECT_LE(observed_.last_deadline, deadline + 5ms);
+  EXPECT_LE(observed_.last_deadline, deadline + 250ms);
   EXPECT_GT(observed_.last_deadline, deadline - 1s);
 }
 
