@@ -17,6 +17,9 @@ PACKAGES=(
   containerd runc containernetworking-plugins iptables iproute2 ninja-build
   # used by test/fixtures and test/harness
   gcc tar gzip coreutils util-linux findutils procps
+  # the Debian package (cpack -G DEB: dpkg-shlibdeps, file) and its tests;
+  # the Kubernetes manifests' schema test
+  dpkg-dev file python3-yaml python3-kubernetes
 )
 
 die() { echo "deps.sh: $*" >&2; exit 1; }
