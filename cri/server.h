@@ -29,8 +29,8 @@ class CriServer {
 
   // Serves on `listen_fd`, a unix stream socket already bound and listening
   // (systemd's socket activation passes it as fd 3). On success the server
-  // owns the fd (on error it stays the caller's); the socket file belongs to whoever bound it (systemd keeps listening
-  // while warmpoold is stopped or restarting), so it is never created,
+  // owns the fd (on error it stays the caller's); the socket file belongs to whoever bound it
+  // (systemd keeps listening while warmpoold is stopped or restarting), so it is never created,
   // chmod'ed or removed here. Connections are accepted on a thread of the
   // server's own and handed to gRPC; they queue in the socket's backlog
   // until then, so kubelet may connect before warmpoold runs.

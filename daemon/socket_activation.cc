@@ -39,8 +39,8 @@ absl::StatusOr<std::optional<ActivationSocket>> TakeActivationSocket(const std::
   }
   if (!chosen && count == 1 && usable.size() == 1) {
     chosen = usable.front();
-    chosen->warning = "the socket systemd passed (" + chosen->path +
-                      ") is not daemon.listen (" + wanted +
+    chosen->warning = "the socket systemd passed (" + chosen->path + ") is not daemon.listen (" +
+                      wanted +
                       "); serving the passed one: make them agree (warmpool.socket's "
                       "ListenStream= and daemon.listen)";
   }

@@ -42,8 +42,7 @@ int ListenUnix(const std::filesystem::path& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(fd, 128) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 128) != 0) {
     ::close(fd);
     return -1;
   }
@@ -224,8 +223,8 @@ TEST_F(SocketActivationTest, ServesThePassedSocketAndLeavesItToSystemd) {
     EXPECT_EQ(resp.runtime_name(), "containerd");
     EXPECT_NE(daemon.Log().find("(socket activation, fd 3)"), std::string::npos) << daemon.Log();
     const int status = daemon.Stop();
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        << "wait status " << status << "\n" << daemon.Log();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status << "\n"
+                                                               << daemon.Log();
   }
   // The socket is systemd's: warmpoold neither replaced nor removed it.
   EXPECT_EQ(Inode(socket), inode) << "socket file replaced or removed";
@@ -254,8 +253,7 @@ TEST_F(SocketActivationTest, SocketsPassedToAnotherProcessAreIgnored) {
   ActivatedDaemon daemon(WriteConfig(own), dir_ / "log", listen_fd,
                          ActivatedDaemon::ListenPid::kForeign);
   cri::VersionResponse resp;
-  ASSERT_TRUE(WaitFor([&] { return Version(own, 2s, &resp).ok(); }, 60s, 50ms))
-      << daemon.Log();
+  ASSERT_TRUE(WaitFor([&] { return Version(own, 2s, &resp).ok(); }, 60s, 50ms)) << daemon.Log();
   EXPECT_EQ(daemon.Log().find("socket activation"), std::string::npos) << daemon.Log();
   const int status = daemon.Stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon.Log();
@@ -270,8 +268,8 @@ TEST_F(SocketActivationTest, APassedSocketThatCannotServeStopsStartUp) {
   ActivatedDaemon daemon(WriteConfig(dir_ / "cri.sock"), dir_ / "log", fd,
                          ActivatedDaemon::ListenPid::kChild);
   const int status = daemon.WaitExit();
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1)
-      << "wait status " << status << "\n" << daemon.Log();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << "wait status " << status << "\n"
+                                                             << daemon.Log();
   EXPECT_NE(daemon.Log().find("socket activation: none of the 1 sockets systemd passed"),
             std::string::npos)
       << daemon.Log();
