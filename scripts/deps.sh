@@ -17,6 +17,8 @@ PACKAGES=(
   containerd runc containernetworking-plugins iptables iproute2 ninja-build
   # used by test/fixtures and test/harness
   gcc tar gzip coreutils util-linux findutils procps
+  # test/harness/systemd.sh boots a real systemd (the systemd cgroup driver tests)
+  systemd
   # the Debian package (cpack -G DEB: dpkg-shlibdeps, file) and its tests;
   # the Kubernetes manifests' schema test
   dpkg-dev file python3-yaml python3-kubernetes
