@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <initializer_list>
+#include <sstream>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -502,6 +503,36 @@ void ParseDaemon(const Section& s, DaemonConfig* daemon) {
       daemon->containerd_root = std::move(root);
     }
   }
+  std::string handler;
+  if (s.ReadString("late_runtime_handler", &handler)) {
+    if (handler.empty()) {
+      s.Error("late_runtime_handler",
+              "must name the containerd runtime handler whose cni_conf_dir holds warmpool's "
+              "placeholder network (\"warmpool-late\")");
+    } else {
+      daemon->late_runtime_handler = std::move(handler);
+    }
+  }
+  for (auto [key, out] : {std::pair<const char*, std::string*>{"cni_conf_dir", &daemon->cni_conf_dir},
+                          {"cni_bin_dir", &daemon->cni_bin_dir}}) {
+    std::string dir;
+    if (!s.ReadString(key, &dir)) continue;
+    bool ok = !dir.empty();
+    std::stringstream parts(dir);
+    for (std::string part; std::getline(parts, part, ':');) {
+      if (part.empty() || part.front() != '/') ok = false;
+      if (std::string_view(key) == "cni_conf_dir") break;
+    }
+    if (std::string_view(key) == "cni_conf_dir" && dir.find(':') != std::string::npos) ok = false;
+    if (!ok) {
+      s.Error(key, Cat("must be an absolute path",
+                       std::string_view(key) == "cni_bin_dir" ? " (or several, \":\"-separated)"
+                                                              : "",
+                       ", got ", Quoted(dir)));
+    } else {
+      *out = std::move(dir);
+    }
+  }
   if (daemon->listen == daemon->upstream) {
     s.Error("upstream", "must differ from listen: warmpoold would forward every call to itself");
   }
@@ -737,6 +768,12 @@ void ParsePool(const Section& s, Diagnostics& diag, PoolConfig* pool, PoolNodes*
                &s.where());
     ParseSandbox(sb, diag, &pool->sandbox);
   }
+  if (pool->network == NetworkTiming::kLate && !pool->sandbox.runtime_handler.empty()) {
+    s.Error(s.Has("network") ? "network" : "sandbox",
+            Cat("network = \"late\" makes entries through daemon.late_runtime_handler, which "
+                "stands in for the default runtime handler only; this pool's runtime_handler is ",
+                Quoted(pool->sandbox.runtime_handler), ": set network = \"early\""));
+  }
 
   if (const toml::array* containers =
           s.ReadArray("container", "an array of tables (write [[pool.container]])")) {
@@ -815,7 +852,7 @@ absl::StatusOr<Config> Decode(const toml::table& document, std::string_view sour
     Section s(*daemon, "daemon", diag,
               {"listen", "upstream", "state_dir", "admin", "log_level", "memory_budget",
                "max_concurrent_creates", "passthrough", "metrics", "pool_cgroup_parent",
-               "containerd_root"},
+               "containerd_root", "late_runtime_handler", "cni_conf_dir", "cni_bin_dir"},
               &top);
     ParseDaemon(s, &config.daemon);
   }
