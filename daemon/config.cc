@@ -19,108 +19,14 @@
 #include "absl/strings/ascii.h"
 
 namespace warmpool {
+
+// packaging/warmpool.toml, embedded at build time (cmake/EmbedText.cmake):
+// the file is the one source of the documented default.
+namespace embedded {
+extern const std::string_view kDefaultConfig;
+}  // namespace embedded
+
 namespace {
-
-// Keep in sync with packaging/warmpool.toml (config_test checks they are
-// byte-for-byte identical).
-constexpr std::string_view kDefaultConfigText =
-    R"toml(# /etc/warmpool.toml: the configuration of warmpoold.
-#
-# This is the documented default: every value set below is the built-in
-# default, so removing a line changes nothing. Print it with
-#   warmpoold --print-default-config
-# and check a file without starting anything with
-#   warmpoold --check-config --config /etc/warmpool.toml
-#
-# Errors are reported all at once, one per line, as FILE:LINE:COL: KEY: MESSAGE.
-# Unknown keys are errors (a misspelt key would otherwise be silently ignored).
-# On reload (SIGHUP) an invalid file is rejected and the running config kept.
-
-[daemon]
-# The socket kubelet talks to:
-#   kubelet --container-runtime-endpoint=unix:///run/warmpool/warmpool.sock
-listen = "/run/warmpool/warmpool.sock"
-# The real CRI runtime every call is forwarded to. Must differ from listen.
-upstream = "/run/containerd/containerd.sock"
-# Where warmpoold keeps its crash-safe record of adopted pods.
-state_dir = "/var/lib/warmpool"
-# The admin API socket used by warmpoolctl (root only).
-admin = "/run/warmpool/admin.sock"
-# trace | debug | info | warn | error | critical | off
-log_level = "info"
-# Memory of all frozen entries together; no pool grows past it. An integer
-# (bytes) or a string with a unit: "4GiB", "512Mi", "100M". K, M, G, T (and
-# KB, MB, GB, TB) are powers of 1000; Ki, Mi, Gi, Ti (and KiB, MiB, GiB, TiB)
-# powers of 1024, as in Kubernetes.
-memory_budget = "4GiB"
-# Pool entries being created at the same time, node-wide (1..64).
-max_concurrent_creates = 2
-# The emergency exit: true turns every pool off and warmpoold into a pure
-# proxy (each pod starts cold). Takes effect on reload; kubelet keeps running.
-passthrough = false
-# Prometheus metrics on a loopback "host:port", e.g. "127.0.0.1:9464".
-# "" = off.
-metrics = ""
-# The cgroup parent of pool entries: an absolute cgroupfs path ("/warmpool")
-# or, with the systemd cgroup driver, a slice name ("warmpool.slice").
-pool_cgroup_parent = "/warmpool"
-# containerd's root directory (its `root` setting): at hand-off warmpool
-# rewrites the hostname and resolv.conf files the CRI plugin keeps there for
-# the adopted sandbox. "" = ask containerd (its verbose CRI status says).
-containerd_root = ""
-# Late network binding (pools with network = "late", the default): pool
-# sandboxes are made through this containerd runtime handler, whose own
-# cni_conf_dir holds warmpool's placeholder network (an unrouted eth0); at
-# hand-off warmpoold removes the placeholder and runs the node's CNI network
-# from cni_conf_dir with the real pod's identity. See README "Network".
-late_runtime_handler = "warmpool-late"
-# The node's CNI network config (the first .conflist/.conf/.json by name, as
-# containerd picks it) and plugin directories (":"-separated, as CNI_PATH).
-cni_conf_dir = "/etc/cni/net.d"
-cni_bin_dir = "/opt/cni/bin"
-
-# Pools: none by default. Each [[pool]] keeps `size` frozen entries ready.
-# Pods opt in with the annotation warmpool.io/pool: NAME; a pool with
-# default = true also serves pods that name no pool.
-#
-# [[pool]]
-# name       = "py-api"          # required; a-z, 0-9, '-', at most 63
-# size       = 3                 # required; 0..1024 frozen entries
-# network    = "late"            # "late" (default): CNI runs at hand-off with the
-#                                #   pod's identity (any CNI: Calico, Cilium, ...);
-#                                # "early": CNI runs when the entry is made, under a
-#                                #   placeholder pod name (only for CNIs that ignore
-#                                #   the pod's name, like bridge; fastest)
-# namespaces = ["default"]       # optional: only pods of these namespaces
-# default    = false             # at most one pool; it must be a sandbox pool
-#
-# [pool.sandbox]                 # must equal what the pod asks for, or no hand-off
-# runtime_handler = ""           # "" = the runtime's default handler
-# namespaces = { network = "pod", pid = "container", ipc = "pod" }
-#                                # each "pod" | "container" | "node"
-#                                # (network and ipc: "pod" | "node")
-# privileged = false
-# run_as_user = 1000             # optional
-# run_as_group = 1000            # optional, only with run_as_user
-# readonly_rootfs = false
-# supplemental_groups = []
-# seccomp = ""                   # "" | "runtime/default" | "unconfined" | "localhost/<profile>"
-# apparmor = ""                  # "" | "runtime/default" | "unconfined" | "localhost/<profile>"
-# sysctls = {}                   # e.g. { "net.core.somaxconn" = "1024" }
-# dns = { servers = [], searches = [], options = [] }
-#
-# [[pool.container]]             # none: a sandbox pool (platform latency only)
-# name        = "app"            # required, unique in the pool
-# image       = "registry.example/py-api:1.4"   # required
-# command     = ["/app/server"]
-# args        = []
-# env         = { MODEL = "small" }
-# working_dir = ""
-# resources   = { cpu_shares = 1024, cpu_quota = 50000, cpu_period = 100000, memory_limit = "512MiB" }
-# ready       = { http = { port = 8080, path = "/healthz" }, timeout = "60s" }
-# # or ready  = { tcp = 8080 } / { exec = ["/bin/check"] } / { none = true }
-# # ready is required; timeout (default "60s") takes ms, s, m, h: "1m30s".
-)toml";
 
 // absl's string_view is not std::string_view in Debian's build of abseil,
 // so this module builds its strings with these instead of absl::StrCat.
@@ -1160,6 +1066,6 @@ absl::StatusOr<Config> LoadConfig(const std::string& path) {
   return ParseConfig(text, path);
 }
 
-std::string DefaultConfigText() { return std::string(kDefaultConfigText); }
+std::string DefaultConfigText() { return std::string(embedded::kDefaultConfig); }
 
 }  // namespace warmpool

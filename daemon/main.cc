@@ -35,6 +35,7 @@
 #include "daemon/pool_objects.h"
 #include "daemon/read_filter.h"
 #include "daemon/runtime_client.h"
+#include "daemon/socket_activation.h"
 #include "daemon/state_store.h"
 
 namespace warmpool {
@@ -88,6 +89,28 @@ class UpstreamProbe {
   bool was_up_ = false;
   bool first_ = true;
 };
+
+// Serves the CRI on the socket systemd passed (warmpool.socket), else on
+// daemon.listen bound here.
+absl::StatusOr<std::unique_ptr<cri::CriServer>> StartCriServer(
+    const std::string& listen, grpc::CallbackGenericService* service) {
+  auto activation = TakeActivationSocket(listen);
+  if (!activation.ok()) return activation.status();
+  if (!activation->has_value()) {
+    auto server = cri::CriServer::Start(listen, service);
+    if (server.ok()) spdlog::info("serving CRI on {}", (*server)->path());
+    return server;
+  }
+  const ActivationSocket& passed = **activation;
+  if (!passed.warning.empty()) spdlog::warn("socket activation: {}", passed.warning);
+  auto server = cri::CriServer::StartOnListeningFd(passed.fd, service);
+  if (!server.ok()) {
+    close(passed.fd);
+    return server.status();
+  }
+  spdlog::info("serving CRI on {} (socket activation, fd {})", (*server)->path(), passed.fd);
+  return server;
+}
 
 int Run(const Config& config, const std::string& config_path) {
   SetUpLogging(config.daemon.log_level);
@@ -161,12 +184,11 @@ int Run(const Config& config, const std::string& config_path) {
     }
     recovered = true;
   }
-  auto server = cri::CriServer::Start(config.daemon.listen, &passthrough);
+  auto server = StartCriServer(config.daemon.listen, &passthrough);
   if (!server.ok()) {
     spdlog::critical("cannot serve: {}", std::string(server.status().message()));
     return 1;
   }
-  spdlog::info("serving CRI on {}", (*server)->path());
   auto admin = AdminServer::Start(config.daemon.admin, &pools);
   if (!admin.ok()) {
     spdlog::critical("cannot serve the admin API: {}", std::string(admin.status().message()));

@@ -19,6 +19,9 @@ PACKAGES=(
   gcc tar gzip coreutils util-linux findutils procps
   # test/harness/systemd.sh boots a real systemd (the systemd cgroup driver tests)
   systemd
+  # the Debian package (cpack -G DEB: dpkg-shlibdeps, file) and its tests;
+  # the Kubernetes manifests' schema test
+  dpkg-dev file python3-yaml python3-kubernetes
 )
 
 die() { echo "deps.sh: $*" >&2; exit 1; }
