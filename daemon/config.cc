@@ -57,9 +57,13 @@ max_concurrent_creates = 2
 # The emergency exit: true turns every pool off and warmpoold into a pure
 # proxy (each pod starts cold). Takes effect on reload; kubelet keeps running.
 passthrough = false
-# Prometheus metrics on a loopback "host:port", e.g. "127.0.0.1:9464".
-# "" = off.
+# Prometheus metrics (text format, GET /metrics over HTTP) on "host:port",
+# e.g. "127.0.0.1:9464" or "[::1]:9464"; port 0 = any free port (the log
+# names it). "" = off. See README "Metrics" for every metric.
 metrics = ""
+# Metrics name pools and pods; they are served on loopback only unless this
+# is true (then e.g. metrics = "0.0.0.0:9464" is accepted).
+metrics_allow_non_loopback = false
 # The cgroup parent of pool entries: an absolute cgroupfs path ("/warmpool")
 # or, with the systemd cgroup driver, a slice name ("warmpool.slice").
 pool_cgroup_parent = "/warmpool"
@@ -476,7 +480,10 @@ class Section {
 // ---------------------------------------------------------------------------
 // [daemon]
 
-bool IsLoopbackAddress(std::string_view address, std::string* why) {
+// A metrics address "host:port": host an IP address ([v6] in brackets) or
+// "localhost", port 0..65535 (0: the kernel picks a free one). False with
+// `why` when malformed; `loopback` says whether the host is one.
+bool ParseMetricsAddress(std::string_view address, bool* loopback, std::string* why) {
   std::string_view host;
   std::string_view port;
   if (StartsWith(address, "[")) {
@@ -495,25 +502,31 @@ bool IsLoopbackAddress(std::string_view address, std::string* why) {
     }
     host = address.substr(0, colon);
     port = address.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      *why = "an IPv6 address must be written as [::1]:PORT";
+      return false;
+    }
   }
-  int port_number = 0;
   if (port.empty() || port.size() > 5 ||
       !std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
-      (port_number = std::stoi(std::string(port))) < 1 || port_number > 65535) {
-    *why = Cat("port must be 1..65535, got ", Quoted(port));
+      std::stoi(std::string(port)) > 65535) {
+    *why = Cat("port must be 0..65535 (0: any free port), got ", Quoted(port));
     return false;
   }
   std::string host_string(host);
   in_addr v4{};
   in6_addr v6{};
-  if (host == "localhost") return true;
-  if (inet_pton(AF_INET, host_string.c_str(), &v4) == 1) {
-    if ((ntohl(v4.s_addr) >> 24) == 127) return true;
+  if (host == "localhost") {
+    *loopback = true;
+  } else if (inet_pton(AF_INET, host_string.c_str(), &v4) == 1) {
+    *loopback = (ntohl(v4.s_addr) >> 24) == 127;
   } else if (inet_pton(AF_INET6, host_string.c_str(), &v6) == 1) {
-    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    *loopback = IN6_IS_ADDR_LOOPBACK(&v6);
+  } else {
+    *why = Cat("host must be an IP address or localhost, got ", Quoted(host));
+    return false;
   }
-  *why = Cat("host must be a loopback address (127.0.0.1, [::1] or localhost), got ", Quoted(host));
-  return false;
+  return true;
 }
 
 void ReadAbsolutePath(const Section& s, std::string_view key, std::string* out) {
@@ -545,13 +558,22 @@ void ParseDaemon(const Section& s, DaemonConfig* daemon) {
   }
   s.ReadInt("max_concurrent_creates", 1, kMaxConcurrentCreates, &daemon->max_concurrent_creates);
   s.ReadBool("passthrough", &daemon->passthrough);
+  bool allow_remote = false;
+  s.ReadBool("metrics_allow_non_loopback", &allow_remote);
+  daemon->metrics_allow_non_loopback = allow_remote;
   std::string metrics;
   if (s.ReadString("metrics", &metrics)) {
     std::string why;
-    if (!metrics.empty() && !IsLoopbackAddress(metrics, &why)) {
-      s.Error("metrics", Cat("must be \"\" (off) or a loopback host:port such as "
-                             "\"127.0.0.1:9464\"; ",
-                             why));
+    bool loopback = false;
+    if (!metrics.empty() && !ParseMetricsAddress(metrics, &loopback, &why)) {
+      s.Error("metrics",
+              Cat("must be \"\" (off) or a host:port such as \"127.0.0.1:9464\"; ", why));
+    } else if (!metrics.empty() && !loopback && !allow_remote) {
+      s.Error(
+          "metrics",
+          Cat("must be a loopback address (127.0.0.1, [::1] or localhost), got ", Quoted(metrics),
+              "; metrics carry pool and pod names: to serve them beyond this node, set "
+              "daemon.metrics_allow_non_loopback = true"));
     } else {
       daemon->metrics_address = std::move(metrics);
     }
@@ -894,8 +916,8 @@ absl::StatusOr<Config> Decode(const toml::table& document, std::string_view sour
   if (const toml::table* daemon = root.ReadTable("daemon")) {
     Section s(*daemon, "daemon", diag,
               {"listen", "upstream", "state_dir", "admin", "log_level", "memory_budget",
-               "max_concurrent_creates", "passthrough", "metrics", "pool_cgroup_parent",
-               "containerd_root"},
+               "max_concurrent_creates", "passthrough", "metrics", "metrics_allow_non_loopback",
+               "pool_cgroup_parent", "containerd_root"},
               &top);
     ParseDaemon(s, &config.daemon);
   }

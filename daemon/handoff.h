@@ -46,6 +46,7 @@
 
 #include "cri/rewrite.h"
 #include "daemon/cgroups.h"
+#include "daemon/decisions.h"
 #include "daemon/pool_manager.h"
 #include "daemon/pool_objects.h"
 #include "daemon/runtime_client.h"
@@ -70,6 +71,8 @@ class Handoff final : public cri::RewritePolicy {
 
   // Hits and misses since start, by reason code ("hit" for hits).
   std::map<std::string, uint64_t> Counts();
+  // Every decision on a RunPodSandbox (warmpoolctl explain, metrics).
+  const DecisionLog& decisions() const { return decisions_; }
 
  private:
   class RunRewriter;
@@ -103,6 +106,7 @@ class Handoff final : public cri::RewritePolicy {
   std::map<std::string, uint64_t> counts_;  // guarded by mu_
   std::string cri_root_;                    // guarded by mu_
   std::vector<std::thread> workers_;
+  DecisionLog decisions_;  // thread-safe on its own
 };
 
 }  // namespace warmpool

@@ -17,6 +17,8 @@ PACKAGES=(
   containerd runc containernetworking-plugins iptables iproute2 ninja-build
   # used by test/fixtures and test/harness
   gcc tar gzip coreutils util-linux findutils procps
+  # metrics_test checks a scrape with Prometheus' own text parser
+  python3 python3-prometheus-client
 )
 
 die() { echo "deps.sh: $*" >&2; exit 1; }
