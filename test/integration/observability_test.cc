@@ -273,7 +273,7 @@ TEST_F(ObservabilityTest, ScrapeExplainDrainFill) {
   const std::filesystem::path scraped = dir_ / "scrape.txt";
   std::ofstream(scraped) << text;
   const ProgramRun py =
-      RunProgram(dir_, {"python3", "-c",
+      RunProgram(dir_, {"/usr/bin/python3", "-c",  // Debian's python, where the package is
                         "import sys\n"
                         "from prometheus_client.parser import text_string_to_metric_families\n"
                         "for f in text_string_to_metric_families(open(sys.argv[1]).read()):\n"
