@@ -103,6 +103,9 @@ class ObservabilityTest : public ::testing::Test {
     dir_ = tmpl;
     token_ = KubeletDriver::UniqueToken();
     pool_parent_ = env_.cgroup_parent + "/pools-" + token_;
+    // A pool name of this run only: warmpoolds on one bed remove entries of
+    // pools they do not know, and count those they do.
+    pool_ = "obs-" + token_;
   }
 
   void TearDown() override {
@@ -139,9 +142,9 @@ class ObservabilityTest : public ::testing::Test {
     o.dir = dir_ / "wp";
     o.extra_daemon_config = "pool_cgroup_parent = \"" + pool_parent_ +
                             "\"\nmetrics = \"127.0.0.1:0\"";  // a free port, named in the log
-    o.extra_config =
-        "[[pool]]\nname = \"any\"\nsize = 1\ndefault = true\n[pool.sandbox]\n"
-        "dns = { servers = [\"127.0.0.1\"] }\n";
+    o.extra_config = "[[pool]]\nname = \"" + pool_ +
+                     "\"\nsize = 1\ndefault = true\n[pool.sandbox]\n"
+                     "dns = { servers = [\"127.0.0.1\"] }\n";
     daemon_ = std::make_unique<WarmpooldProcess>(o);
     ASSERT_EQ(daemon_->Start(), "");
     KubeletDriver::Options d;
@@ -203,6 +206,7 @@ class ObservabilityTest : public ::testing::Test {
   std::filesystem::path dir_;
   std::string token_;
   std::string pool_parent_;
+  std::string pool_;
   int port_ = 0;
   std::unique_ptr<WarmpooldProcess> daemon_;
   std::unique_ptr<KubeletDriver> driver_;
@@ -230,7 +234,7 @@ TEST_F(ObservabilityTest, ScrapeExplainDrainFill) {
   ASSERT_TRUE(WaitFor(
       [&] {
         return promtext::Parse(Scrape(port_))
-                   .Value("warmpool_pool_entry_create_duration_seconds_count", {{"pool", "any"}}) ==
+                   .Value("warmpool_pool_entry_create_duration_seconds_count", {{"pool", pool_}}) ==
                2;
       },
       30s));
@@ -241,22 +245,22 @@ TEST_F(ObservabilityTest, ScrapeExplainDrainFill) {
   const promtext::Parsed p = promtext::Parse(text);
   ASSERT_EQ(p.error, "") << text;
 
-  EXPECT_EQ(p.Value("warmpool_handoff_hits_total", {{"pool", "any"}}), 1) << text;
+  EXPECT_EQ(p.Value("warmpool_handoff_hits_total", {{"pool", pool_}}), 1) << text;
   EXPECT_EQ(p.Value("warmpool_handoff_misses_total", {{"pool", ""}, {"reason", "unknown_pool"}}), 1)
       << text;
-  EXPECT_EQ(p.Value("warmpool_handoff_duration_seconds_count", {{"pool", "any"}}), 1);
-  const double handoff = p.Value("warmpool_handoff_duration_seconds_sum", {{"pool", "any"}});
+  EXPECT_EQ(p.Value("warmpool_handoff_duration_seconds_count", {{"pool", pool_}}), 1);
+  const double handoff = p.Value("warmpool_handoff_duration_seconds_sum", {{"pool", pool_}});
   EXPECT_GT(handoff, 0);
   EXPECT_LT(handoff, 30);
-  EXPECT_EQ(p.Value("warmpool_pool_target_entries", {{"pool", "any"}}), 1);
-  EXPECT_EQ(p.Value("warmpool_pool_entries", {{"pool", "any"}, {"state", "frozen"}}), 1);
-  EXPECT_EQ(p.Value("warmpool_pool_entries", {{"pool", "any"}, {"state", "adopted"}}), 1);
-  EXPECT_GT(p.Value("warmpool_pool_frozen_memory_bytes", {{"pool", "any"}}), 0);
-  EXPECT_EQ(p.Value("warmpool_pool_entry_failures_total", {{"pool", "any"}}), 0);
-  EXPECT_EQ(p.Value("warmpool_pool_drained", {{"pool", "any"}}), 0);
+  EXPECT_EQ(p.Value("warmpool_pool_target_entries", {{"pool", pool_}}), 1);
+  EXPECT_EQ(p.Value("warmpool_pool_entries", {{"pool", pool_}, {"state", "frozen"}}), 1);
+  EXPECT_EQ(p.Value("warmpool_pool_entries", {{"pool", pool_}, {"state", "adopted"}}), 1);
+  EXPECT_GT(p.Value("warmpool_pool_frozen_memory_bytes", {{"pool", pool_}}), 0);
+  EXPECT_EQ(p.Value("warmpool_pool_entry_failures_total", {{"pool", pool_}}), 0);
+  EXPECT_EQ(p.Value("warmpool_pool_drained", {{"pool", pool_}}), 0);
   // Two entries made so far (the first, and the refill after the hit).
-  EXPECT_EQ(p.Value("warmpool_pool_entry_create_duration_seconds_count", {{"pool", "any"}}), 2);
-  EXPECT_GT(p.Value("warmpool_pool_entry_create_duration_seconds_sum", {{"pool", "any"}}), 0);
+  EXPECT_EQ(p.Value("warmpool_pool_entry_create_duration_seconds_count", {{"pool", pool_}}), 2);
+  EXPECT_GT(p.Value("warmpool_pool_entry_create_duration_seconds_sum", {{"pool", pool_}}), 0);
   const LabelMap run_ok = {
       {"service", "runtime.v1.RuntimeService"}, {"method", "RunPodSandbox"}, {"code", "OK"}};
   EXPECT_EQ(p.Value("warmpool_cri_requests_total", run_ok), 2);
@@ -290,7 +294,8 @@ TEST_F(ObservabilityTest, ScrapeExplainDrainFill) {
   const std::string warm_name = "default/" + warm.spec.name;
   ProgramRun r = Ctl({"explain", warm_name});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("RESULT:   hit: served by pool any\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("RESULT:   hit: served by pool " + pool_ + "\n"), std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("sandbox " + entry_sandbox.substr(0, 13)), std::string::npos) << r.out;
   r = Ctl({"explain", warm.sandbox_config.metadata().uid(), "-o", "json"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -308,35 +313,37 @@ TEST_F(ObservabilityTest, ScrapeExplainDrainFill) {
   EXPECT_NE(r.out.find("no decision known"), std::string::npos) << r.out;
 
   // ---- drain and fill ----------------------------------------------------
-  r = Ctl({"drain", "any", "--wait", "--timeout", "60"});
+  r = Ctl({"drain", pool_, "--wait", "--timeout", "60"});
   EXPECT_EQ(r.exit_code, 0) << r.err << daemon_->LogTail();
-  EXPECT_EQ(r.out,
-            "pool any drained: no entries left; it serves no pod and does not refill until: "
-            "warmpoolctl fill any\n");
+  EXPECT_EQ(r.out, "pool " + pool_ +
+                       " drained: no entries left; it serves no pod and does not refill until: "
+                       "warmpoolctl fill " +
+                       pool_ + "\n");
   EXPECT_TRUE(Frozen().empty());
   r = Ctl({"pools", "-o", "json"});
   EXPECT_NE(r.out.find("\"drained\": true"), std::string::npos) << r.out;
   promtext::Parsed drained = ScrapeParsed();
-  EXPECT_EQ(drained.Value("warmpool_pool_drained", {{"pool", "any"}}), 1);
-  EXPECT_EQ(drained.Value("warmpool_pool_entries", {{"pool", "any"}, {"state", "frozen"}}), 0);
+  EXPECT_EQ(drained.Value("warmpool_pool_drained", {{"pool", pool_}}), 1);
+  EXPECT_EQ(drained.Value("warmpool_pool_entries", {{"pool", pool_}, {"state", "frozen"}}), 0);
 
   // A pod of the pool while it is drained: cold, and explain says why.
   PodRun while_drained;
   ASSERT_RPC_OK(driver_->StartPod(Pod("drained"), &while_drained));
   r = Ctl({"explain", "default/" + while_drained.spec.name});
-  EXPECT_NE(r.out.find("pool any is drained (warmpoolctl drain)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pool " + pool_ + " is drained (warmpoolctl drain)"), std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("[pool_empty]"), std::string::npos) << r.out;
   // Still drained a moment later: nothing refills.
   EXPECT_TRUE(Frozen().empty());
 
-  r = Ctl({"fill", "any", "--wait", "--timeout", "60"});
+  r = Ctl({"fill", pool_, "--wait", "--timeout", "60"});
   EXPECT_EQ(r.exit_code, 0) << r.err << daemon_->LogTail();
-  EXPECT_EQ(r.out, "pool any filling: 1 of 1 frozen, 0 being made\n");
+  EXPECT_EQ(r.out, "pool " + pool_ + " filling: 1 of 1 frozen, 0 being made\n");
   EXPECT_EQ(Frozen().size(), 1u);
   promtext::Parsed filled = ScrapeParsed();
-  EXPECT_EQ(filled.Value("warmpool_pool_drained", {{"pool", "any"}}), 0);
+  EXPECT_EQ(filled.Value("warmpool_pool_drained", {{"pool", pool_}}), 0);
   EXPECT_EQ(
-      filled.Value("warmpool_handoff_misses_total", {{"pool", "any"}, {"reason", "pool_empty"}}),
+      filled.Value("warmpool_handoff_misses_total", {{"pool", pool_}, {"reason", "pool_empty"}}),
       1);
 
   // ---- not running -------------------------------------------------------
