@@ -124,6 +124,8 @@ Handoff::Handoff(PoolManager* pools, PoolObjects* objects, StateStore* store, Cg
       cgroups_(cgroups),
       runtime_(runtime),
       containerd_root_(std::move(containerd_root)),
+      own_placement_(std::make_unique<ContainerCgroups>(cgroups, nullptr)),
+      placement_(own_placement_.get()),
       decisions_(store) {
   for (int i = 0; i < kWorkers; ++i) workers_.emplace_back([this] { WorkLoop(); });
 }
@@ -249,10 +251,9 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
     RollBack(claimed, parent, moved);
     return s;
   };
-  if (parent.empty() || parent.front() != '/') {
+  if (parent.empty() || (parent.front() != '/' && !IsSystemdSlice(parent))) {
     return fail(absl::FailedPreconditionError(
-        "cgroup_parent \"" + parent +
-        "\" is not a cgroupfs path (the systemd cgroup driver is not supported yet)"));
+        "cgroup_parent \"" + parent + "\" is neither a cgroupfs path nor a systemd slice"));
   }
 
   AdoptionRecord record;
@@ -267,25 +268,32 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   if (absl::Status s = store_->Put(record); !s.ok()) return fail(s);
 
   // Every process into kubelet's pod cgroup, one cgroup per container, as
-  // containerd's cgroupfs driver would have placed them.
+  // containerd would have placed them with the driver the parent names
+  // (daemon/systemd_cgroups.h).
   std::vector<std::string> children = KernelEntryCgroups(cgroups_).Children(claimed.cgroup_path);
+  const v1::LinuxContainerResources sandbox_resources = SandboxContainerResources();
   for (const std::string& child : children) {
-    const std::string to = parent + "/" + child;
-    if (absl::Status s = cgroups_->Create(to); !s.ok()) return fail(s);
-    moved.push_back(child);
-    if (absl::Status s = cgroups_->MoveProcs(claimed.cgroup_path + "/" + child, to); !s.ok()) {
+    const std::string id = ContainerIdOfCgroup(child);
+    const bool is_sandbox = id == sandbox_id;
+    moved.push_back(id);
+    if (absl::Status s = placement_->MoveContainer(claimed.cgroup_path + "/" + child, parent, id,
+                                                   is_sandbox,
+                                                   is_sandbox ? &sandbox_resources : nullptr);
+        !s.ok()) {
       return fail(s);
     }
   }
   (void)cgroups_->Thaw(claimed.cgroup_path);
-  if (absl::Status s = cgroups_->RemoveTree(claimed.cgroup_path); !s.ok()) return fail(s);
+  if (absl::Status s = placement_->RemoveTree(claimed.cgroup_path); !s.ok()) return fail(s);
   // (No durable "moved" step: each Put costs two fsyncs, ~8 ms here, and the
   // "claimed" record already tells recovery which cgroups to undo.)
 
   // Identity inside the sandbox.
-  auto pids = cgroups_->Pids(parent + "/" + sandbox_id);
+  auto sandbox_cgroup = placement_->ContainerCgroup(parent, sandbox_id);
+  if (!sandbox_cgroup.ok()) return fail(sandbox_cgroup.status());
+  auto pids = cgroups_->Pids(*sandbox_cgroup);
   if (!pids.ok() || pids->empty()) {
-    return fail(absl::InternalError("no pause process in " + parent + "/" + sandbox_id));
+    return fail(absl::InternalError("no pause process in " + *sandbox_cgroup));
   }
   const std::string& hostname = req.config().hostname();
   if (!hostname.empty()) {
@@ -336,7 +344,12 @@ void Handoff::RollBack(const PoolManager::Claimed& claimed, const std::string& c
                        const std::vector<std::string>& moved) {
   // Processes already moved die with the sandbox; then their cgroups go.
   pools_->DestroyClaimed(claimed);
-  for (const std::string& child : moved) (void)cgroups_->RemoveTree(cgroup_parent + "/" + child);
+  for (const std::string& id : moved) {
+    if (absl::Status s = placement_->RemoveMoved(cgroup_parent, id); !s.ok()) {
+      spdlog::warn("roll-back of sandbox {}: removing the cgroup of {}: {}",
+                   claimed.info.sandbox_id.substr(0, 13), id.substr(0, 13), s.message());
+    }
+  }
   (void)store_->Remove(claimed.info.sandbox_id);
 }
 
@@ -345,7 +358,7 @@ void Handoff::Forget(const std::string& sandbox_id) {
   objects_->RemoveAdopted(sandbox_id);
   if (record) {
     // runc removed the cgroup it knew (the entry's); the moved one is ours.
-    if (absl::Status s = cgroups_->RemoveTree(record->cgroup_parent + "/" + sandbox_id); !s.ok()) {
+    if (absl::Status s = placement_->RemoveMoved(record->cgroup_parent, sandbox_id); !s.ok()) {
       spdlog::warn("sandbox {}: removing its cgroup: {}", sandbox_id.substr(0, 13), s.message());
     }
   }
@@ -363,7 +376,7 @@ absl::Status Handoff::Recover() {
       if (absl::IsNotFound(exists)) {
         spdlog::info("hand-off record of sandbox {}: containerd no longer has it; dropped",
                      r.sandbox_id.substr(0, 13));
-        (void)cgroups_->RemoveTree(r.cgroup_parent + "/" + r.sandbox_id);
+        (void)placement_->RemoveMoved(r.cgroup_parent, r.sandbox_id);
         (void)store_->Remove(r.sandbox_id);
         continue;
       }
@@ -381,12 +394,8 @@ absl::Status Handoff::Recover() {
     claimed.cgroup_path.clear();
     // The entry's own cgroup path is derived the way the pool manager makes it.
     claimed.cgroup_path = pools_->EntryCgroupPath(r.pool, r.entry_id);
-    std::vector<std::string> moved;
-    for (const std::string& child :
-         KernelEntryCgroups(cgroups_).Children(r.cgroup_parent.empty() ? "/" : r.cgroup_parent)) {
-      if (child == r.sandbox_id) moved.push_back(child);
-    }
-    RollBack(claimed, r.cgroup_parent, moved);
+    // RemoveMoved is idempotent: whatever of the move happened is undone.
+    RollBack(claimed, r.cgroup_parent, {r.sandbox_id});
   }
   return absl::OkStatus();
 }

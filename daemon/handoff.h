@@ -29,9 +29,13 @@
 // record stopped earlier is a hand-off kubelet never got an answer for: its
 // sandbox is removed, its cgroups too, then the record.
 //
+// Cgroup drivers: a cgroup_parent that is a systemd slice moves each
+// container into its `cri-containerd-<id>.scope` in that slice through
+// systemd (daemon/systemd_cgroups.h), given set_container_cgroups with a
+// systemd connection; a cgroupfs path moves it by cgroupfs.
+//
 // Not yet: adopting an app pool's pre-started containers (CreateContainer /
-// StartContainer), so app pools are not handed out (a miss naming why), and
-// the systemd cgroup driver.
+// StartContainer), so app pools are not handed out (a miss naming why).
 
 #include <absl/status/status.h>
 
@@ -51,6 +55,7 @@
 #include "daemon/pool_objects.h"
 #include "daemon/runtime_client.h"
 #include "daemon/state_store.h"
+#include "daemon/systemd_cgroups.h"
 
 namespace warmpool {
 
@@ -62,6 +67,10 @@ class Handoff final : public cri::RewritePolicy {
   Handoff(PoolManager* pools, PoolObjects* objects, StateStore* store, Cgroups* cgroups,
           RuntimeClient* runtime, std::string containerd_root);
   ~Handoff() override;
+
+  // Where containers are placed (cgroupfs or systemd); before Recover. The
+  // default knows cgroupfs only. `placement` must outlive the object.
+  void set_container_cgroups(ContainerCgroups* placement) { placement_ = placement; }
 
   // Before the pools start: see the file comment.
   absl::Status Recover();
@@ -98,6 +107,8 @@ class Handoff final : public cri::RewritePolicy {
   Cgroups* cgroups_;
   RuntimeClient* runtime_;
   const std::string containerd_root_;
+  std::unique_ptr<ContainerCgroups> own_placement_;
+  ContainerCgroups* placement_;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -26,6 +26,7 @@
 #include "cri_runtime_v1.grpc.pb.h"
 #include "daemon/admin_server.h"
 #include "daemon/cgroups.h"
+#include "daemon/systemd_cgroups.h"
 #include "daemon/config.h"
 #include "daemon/handoff.h"
 #include "daemon/metrics.h"
@@ -113,7 +114,11 @@ int Run(const Config& config, const std::string& config_path) {
   Cgroups cgroups(*layout);
   spdlog::info("cgroups: {}; freezer {}", cgroups.DescribeBackends(),
                cgroups.freezer_version() == CgroupVersion::kV1 ? "v1" : "v2");
-  KernelEntryCgroups entry_cgroups(&cgroups);
+  // Containers go where the cgroup parent says: cgroupfs, or systemd slices
+  // through sd-bus (connected on first use).
+  SdBusSystemd systemd;
+  ContainerCgroups container_cgroups(&cgroups, &systemd);
+  DriverEntryCgroups entry_cgroups(&cgroups, &container_cgroups);
 
   cri::RpcMetrics metrics;
   std::shared_ptr<grpc::Channel> upstream = cri::DialUpstream(config.daemon.upstream);
@@ -137,8 +142,25 @@ int Run(const Config& config, const std::string& config_path) {
   PoolManager pools(&runtime, &entry_cgroups, &pool_objects, pool_options);
   Handoff handoff(&pools, &pool_objects, store->get(), &cgroups, &runtime,
                   config.daemon.containerd_root);
+  handoff.set_container_cgroups(&container_cgroups);
   PoolReadFilter read_filter(&pool_objects, &handoff);
   cri::PassthroughService passthrough(upstream, &metrics, &read_filter);
+
+  // When containerd answers at start (the usual case), recover before
+  // serving: no read may show an adopted pod as the pool entry it was. If it
+  // does not, recovery runs once it does (below).
+  UpstreamProbe probe(upstream);
+  Config current = config;
+  bool recovered = false;
+  if (probe.Check()) {
+    absl::Status s = handoff.Recover();
+    if (s.ok()) s = pools.Start(current);
+    if (!s.ok()) {
+      spdlog::critical("pools: {}", std::string(s.message()));
+      return 1;
+    }
+    recovered = true;
+  }
   auto server = cri::CriServer::Start(config.daemon.listen, &passthrough);
   if (!server.ok()) {
     spdlog::critical("cannot serve: {}", std::string(server.status().message()));
@@ -166,9 +188,7 @@ int Run(const Config& config, const std::string& config_path) {
     spdlog::info("serving metrics on http://{}/metrics", metrics_http->bound_address());
   }
 
-  UpstreamProbe probe(upstream);
   bool ready = false;
-  Config current = config;
   const auto watchdog = notifier.WatchdogInterval();
   // Wake at half the watchdog interval (systemd's advice), at most every second.
   auto tick = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::seconds(1));
@@ -181,8 +201,9 @@ int Run(const Config& config, const std::string& config_path) {
       if (up && !ready) {
         // Recovery needs the upstream; READY=1 only once it is done. Adopted
         // pods first, so the pools never mistake them for their entries.
-        absl::Status s = handoff.Recover();
-        if (s.ok()) s = pools.Start(current);
+        absl::Status s;
+        if (!recovered) s = handoff.Recover();
+        if (s.ok() && !recovered) s = pools.Start(current);
         if (!s.ok()) {
           spdlog::critical("pools: {}", std::string(s.message()));
           (*admin)->Shutdown();

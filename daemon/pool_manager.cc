@@ -16,6 +16,7 @@
 
 #include "daemon/log_format.h"
 #include "daemon/readiness.h"
+#include "daemon/systemd_cgroups.h"
 #include "daemon/templates.h"
 
 namespace warmpool {
@@ -114,12 +115,6 @@ absl::Status PoolManager::Start(const Config& config) {
     ApplyConfigLocked(config);
     LoadHeldLocked();
   }
-  if (daemon_.pool_cgroup_parent.size() > 6 &&
-      daemon_.pool_cgroup_parent.compare(daemon_.pool_cgroup_parent.size() - 6, 6, ".slice") == 0) {
-    return absl::UnimplementedError(
-        "daemon.pool_cgroup_parent: a systemd slice is not supported yet; use a cgroupfs path "
-        "such as \"/warmpool\" (containerd's cgroupfs driver)");
-  }
   HealthCheck(/*recovering=*/true);
   RefreshImages();
   reconciler_ = std::thread([this] { ReconcileLoop(); });
@@ -214,10 +209,17 @@ void PoolManager::Transition(Entry& entry, EntryState to) {
 }
 
 std::string PoolManager::PoolDirLocked(const std::string& pool) const {
+  // A slice parent: one slice per pool and per entry (systemd_cgroups.h).
+  if (IsSystemdSlice(daemon_.pool_cgroup_parent)) {
+    return PoolSlicePath(daemon_.pool_cgroup_parent, pool);
+  }
   return daemon_.pool_cgroup_parent + "/" + pool;
 }
 
 std::string PoolManager::EntryDirLocked(const std::string& pool, const std::string& id) const {
+  if (IsSystemdSlice(daemon_.pool_cgroup_parent)) {
+    return EntrySlicePath(daemon_.pool_cgroup_parent, pool, id);
+  }
   return PoolDirLocked(pool) + "/" + id;
 }
 
@@ -316,10 +318,14 @@ void PoolManager::Reconcile(std::unique_lock<std::mutex>& lock) {
     }
   }
   if (!drained.empty()) {
-    const std::string parent = daemon_.pool_cgroup_parent;
+    std::string parent = daemon_.pool_cgroup_parent;
+    if (IsSystemdSlice(parent)) parent = ExpandSlice(parent).value_or("/" + parent);
+    std::vector<std::string> dirs;
+    for (const std::string& name : drained) dirs.push_back(PoolDirLocked(name));
     lock.unlock();
-    for (const std::string& name : drained) {
-      absl::Status s = cgroups_->RemoveTree(parent + "/" + name);
+    for (size_t i = 0; i < drained.size(); ++i) {
+      const std::string& name = drained[i];
+      absl::Status s = cgroups_->RemoveTree(dirs[i]);
       spdlog::info("pool {}: drained{}", name, s.ok() ? "" : "; " + std::string(s.message()));
     }
     lock.lock();
@@ -779,7 +785,8 @@ void PoolManager::HealthCheck(bool recovering) {
       (void)pool;
       const std::string dir = PoolDirLocked(name);
       for (const std::string& child : cgroups_->Children(dir)) {
-        if (entries_.count(child) == 0 && seen_entries.count(child) == 0) {
+        const std::string id = IsSystemdSlice(child) ? EntryIdOfSlice(child) : child;
+        if (entries_.count(id) == 0 && seen_entries.count(id) == 0) {
           orphans.emplace_back(name, dir + "/" + child);
         }
       }

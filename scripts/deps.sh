@@ -17,7 +17,9 @@ PACKAGES=(
   containerd runc containernetworking-plugins iptables iproute2 ninja-build
   # used by test/fixtures and test/harness
   gcc tar gzip coreutils util-linux findutils procps
-  # metrics_test checks a scrape with Prometheus' own text parser
+  # test/harness/systemd.sh boots a real systemd (the systemd cgroup driver tests)
+  systemd
+  # observability_test checks a scrape with Prometheus' own text parser
   python3 python3-prometheus-client
 )
 

@@ -35,6 +35,8 @@
 #   WP_TEST_START_TIMEOUT   seconds to wait for containerd (default 30)
 #   WP_TEST_KEEP_ON_FAILURE=1  a failed start leaves DIR and containerd for
 #                              inspection (run stop DIR afterwards)
+#   WP_TEST_SYSTEMD_CGROUP=1   runc's systemd cgroup driver (SystemdCgroup =
+#                              true); only inside a systemd node (systemd.sh)
 set -euo pipefail
 
 readonly PAUSE_IMAGE=localhost/warmpool/pause:test
@@ -158,7 +160,7 @@ subnet_in_use() {
   ip link show "wpt$n" >/dev/null 2>&1 && return 0
   [[ -n "$(ip -4 route show table all root "10.231.$n.0/24" 2>/dev/null)" ]] && return 0
   [[ -n "$(ip -4 route show match "10.231.$n.0/24" 2>/dev/null | grep -v '^default')" ]] && return 0
-  ip -4 -o addr show | grep -q " 10\.231\.$n\." && return 0
+  ip -4 -o addr show | grep " 10\.231\.$n\." >/dev/null && return 0
   return 1
 }
 
@@ -193,7 +195,7 @@ host_netns_with_our_ip() {
   local ns
   [[ -d "$HOST_NETNS_DIR" && -n "${NET_N:-}" ]] || return 0
   for ns in $(find "$HOST_NETNS_DIR" -maxdepth 1 -type f -printf '%f\n' | sort); do
-    ip -n "$ns" -4 -o addr show 2>/dev/null | grep -q " inet 10\.231\.$NET_N\." && echo "$ns"
+    ip -n "$ns" -4 -o addr show 2>/dev/null | grep " inet 10\.231\.$NET_N\." >/dev/null && echo "$ns"
   done
   return 0
 }
@@ -397,7 +399,7 @@ disabled_plugins = [
         runtime_type = "io.containerd.runc.v2"
 
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          SystemdCgroup = false
+          SystemdCgroup = $([[ "${WP_TEST_SYSTEMD_CGROUP:-0}" == 1 ]] && echo true || echo false)
           Root = "$RUNC_ROOT"
 EOF
 }
@@ -428,7 +430,7 @@ EOF
 }
 
 image_present() {
-  ctr_ -n k8s.io images ls -q 2>/dev/null | grep -qxF "$1"
+  ctr_ -n k8s.io images ls -q 2>/dev/null | grep -xF "$1" >/dev/null
 }
 
 cri_plugin_ok() {
@@ -523,9 +525,9 @@ list_containers() {
   done
 }
 
-task_exists() { ctr_ -n "$1" tasks ls -q 2>/dev/null | grep -qxF "$2"; }
+task_exists() { ctr_ -n "$1" tasks ls -q 2>/dev/null | grep -xF "$2" >/dev/null; }
 task_gone() { ! task_exists "$@"; }
-container_exists() { ctr_ -n "$1" containers ls -q 2>/dev/null | grep -qxF "$2"; }
+container_exists() { ctr_ -n "$1" containers ls -q 2>/dev/null | grep -xF "$2" >/dev/null; }
 
 # Removes every task and container through containerd, tearing down pod
 # networks on the way.
@@ -706,7 +708,7 @@ do_leakcheck() {
       [[ -n "$id" ]] || continue
       kind=container
       ctr_ -n "$ns" containers info "$id" 2>/dev/null \
-        | grep -q '"io.cri-containerd.kind": "sandbox"' && kind="pod sandbox"
+        | grep '"io.cri-containerd.kind": "sandbox"' >/dev/null && kind="pod sandbox"
       leak "$kind $ns/$id"
     done < <(ctr_ -n "$ns" containers ls -q)
     while read -r id _ status; do

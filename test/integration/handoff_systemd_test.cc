@@ -1,0 +1,314 @@
+// The hand-off with the systemd cgroup driver, against a real systemd and a
+// real containerd using runc's systemd driver (SystemdCgroup = true), both
+// in the systemd node of test/harness/systemd.sh: pool entries live in
+// warmpool's slices, kubelet's pod gets a slice cgroup_parent, and the
+// adopted sandbox must end up in `cri-containerd-<id>.scope` in the pod's
+// slice — as systemd itself reports it — with its resources, and no unit
+// may remain after the pod is removed.
+//
+// Runs inside the node: with WP_TEST_SYSTEMD_ENTER set (the node's `enter`
+// script), main() re-executes this binary through it. Without a node the
+// tests skip, saying why, unless WP_TEST_REQUIRE_SYSTEMD=1.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "daemon/systemd_cgroups.h"
+#include "test/integration/kubelet_driver.h"
+#include "test/integration/test_bed.h"
+#include "test/integration/warmpoold_process.h"
+#include "warmpool_admin.grpc.pb.h"
+
+namespace warmpool::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string ReadAll(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// `systemctl show UNIT -p PROP --value`: what systemd itself says.
+std::string Show(const std::string& unit, const std::string& property) {
+  std::string cmd = "systemctl show '" + unit + "' -p " + property + " --value 2>&1";
+  std::string out;
+  if (FILE* p = ::popen(cmd.c_str(), "r")) {
+    char buf[512];
+    while (size_t n = ::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    ::pclose(p);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+// Units systemd has loaded whose names match `pattern`.
+std::string ListUnits(const std::string& pattern) {
+  std::string cmd =
+      "systemctl list-units --all --plain --no-legend --no-pager '" + pattern + "' 2>&1";
+  std::string out;
+  if (FILE* p = ::popen(cmd.c_str(), "r")) {
+    char buf[512];
+    while (size_t n = ::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    ::pclose(p);
+  }
+  return out;
+}
+
+std::string Procs(const std::string& hierarchy, const std::string& cgroup) {
+  return ReadAll("/sys/fs/cgroup/" + hierarchy + cgroup + "/cgroup.procs");
+}
+
+class HandoffSystemdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* inside = ::getenv("WP_TEST_IN_SYSTEMD_NODE");
+    const bool in_node = inside != nullptr && std::string(inside) == "1" &&
+                         std::filesystem::exists("/run/systemd/private") &&
+                         ReadAll("/proc/1/comm") == "systemd\n";
+    if (!in_node) {
+      const char* req = ::getenv("WP_TEST_REQUIRE_SYSTEMD");
+      const std::string why =
+          "no systemd node: PID 1 is not systemd here; start one with "
+          "test/harness/systemd.sh start DIR and export WP_TEST_SYSTEMD_ENTER=DIR.sd/enter";
+      if (req != nullptr && std::string(req) == "1")
+        FAIL() << why << " (WP_TEST_REQUIRE_SYSTEMD=1)";
+      GTEST_SKIP() << why;
+    }
+    WP_REQUIRE_TEST_BED(env_);
+    char tmpl[] = "/tmp/wpsdh-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    token_ = KubeletDriver::UniqueToken();
+    pool_slice_ = "warmpool" + token_ + ".slice";
+  }
+
+  void TearDown() override {
+    if (driver_) EXPECT_EQ(driver_->Cleanup(), "");
+    driver_.reset();
+    if (daemon_ && daemon_->running()) {
+      // Drain the pools (reload with none), then stop.
+      std::string config = ReadAll(daemon_->config_path());
+      std::ofstream(daemon_->config_path(), std::ios::trunc)
+          << config.substr(0, config.find("[[pool]]"));
+      ::kill(daemon_->pid(), SIGHUP);
+      EXPECT_TRUE(WaitFor([&] { return EntryList().empty(); }, 60s)) << daemon_->LogTail();
+      EXPECT_EQ(daemon_->Stop(), "");
+    }
+    daemon_.reset();
+    for (const std::string& slice : pod_slices_) (void)systemd_.StopUnit(slice);
+    // The QoS slices systemd made as the pod slice's parents (kubelet keeps
+    // them for the node's life; the test node is not kept).
+    if (!pod_slices_.empty()) {
+      EXPECT_TRUE(systemd_.StopUnit("kubepods-besteffort.slice").ok());
+      EXPECT_TRUE(systemd_.StopUnit("kubepods.slice").ok());
+    }
+    EXPECT_EQ(ListUnits("warmpool" + token_ + "*"), "") << "pool slices left behind";
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  void StartDaemon(int pool_size) {
+    WarmpooldProcess::Options o;
+    o.upstream = env_.containerd_sock;
+    o.dir = dir_ / "wp";
+    o.extra_daemon_config = "pool_cgroup_parent = \"" + pool_slice_ + "\"";
+    o.extra_config = "[[pool]]\nname = \"sd-any\"\nsize = " + std::to_string(pool_size) +
+                     "\ndefault = true\n[pool.sandbox]\n"
+                     "dns = { servers = [\"127.0.0.1\"] }\n";
+    daemon_ = std::make_unique<WarmpooldProcess>(o);
+    ASSERT_EQ(daemon_->Start(), "");
+    KubeletDriver::Options d;
+    d.endpoint = daemon_->socket_path();
+    d.work_dir = dir_ / "pods";
+    d.app_image = env_.app_image;
+    d.cleanup_endpoint = env_.containerd_sock;
+    driver_ = std::make_unique<KubeletDriver>(d);
+  }
+
+  std::vector<warmpool::admin::v1::Entry> EntryList() {
+    auto stub = warmpool::admin::v1::Admin::NewStub(grpc::CreateChannel(
+        "unix:" + daemon_->admin_path().string(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    warmpool::admin::v1::ListEntriesRequest req;
+    warmpool::admin::v1::ListEntriesResponse resp;
+    if (!stub->ListEntries(&ctx, req, &resp).ok()) return {};
+    return {resp.entries().begin(), resp.entries().end()};
+  }
+  std::vector<warmpool::admin::v1::Entry> Frozen() {
+    std::vector<warmpool::admin::v1::Entry> out;
+    for (const auto& e : EntryList()) {
+      if (e.state() == warmpool::admin::v1::ENTRY_STATE_FROZEN) out.push_back(e);
+    }
+    return out;
+  }
+
+  // kubelet's pod slice (systemd driver), made as kubelet makes it: a
+  // transient slice with the pod's resources, before RunPodSandbox.
+  std::string MakePodSlice(const std::string& uid) {
+    std::string u = uid;
+    for (char& c : u) {
+      if (c == '-') c = '_';
+    }
+    const std::string slice = "kubepods-besteffort-pod" + u + ".slice";
+    absl::Status s =
+        systemd_.StartTransientUnit(slice, {{"Description", std::string("test pod ") + uid},
+                                            {"MemoryMax", uint64_t{512} << 20},
+                                            {"CPUWeight", uint64_t{4}}});
+    EXPECT_TRUE(s.ok()) << s;
+    pod_slices_.push_back(slice);
+    return slice;
+  }
+
+  TestBedEnv env_;
+  std::filesystem::path dir_;
+  std::string token_, pool_slice_;
+  std::vector<std::string> pod_slices_;
+  SdBusSystemd systemd_;
+  std::unique_ptr<WarmpooldProcess> daemon_;
+  std::unique_ptr<KubeletDriver> driver_;
+};
+
+TEST_F(HandoffSystemdTest, SandboxMovesIntoAScopeInThePodSliceAndRemoveLeavesNoUnit) {
+  StartDaemon(/*pool_size=*/1);
+  ASSERT_TRUE(WaitFor([&] { return Frozen().size() == 1; }, 60s)) << daemon_->LogTail();
+  const auto entry = Frozen().front();
+  const std::string sandbox = entry.sandbox_id();
+  const std::string scope = ContainerScopeName(sandbox);
+
+  // The entry really is in warmpool's slices, through runc's systemd driver.
+  const std::string entry_slice = SliceUnitName(EntrySlicePath(pool_slice_, "sd-any", entry.id()));
+  EXPECT_EQ(Show(scope, "Slice"), entry_slice);
+  EXPECT_EQ(Show(entry_slice, "ActiveState"), "active");
+
+  PodSpec spec;
+  spec.name = "sd-" + token_;
+  spec.uid = "u-" + token_;
+  cri::PodSandboxConfig config = driver_->MakeSandboxConfig(spec);
+  const std::string pod_slice = MakePodSlice(spec.uid);
+  config.mutable_linux()->set_cgroup_parent(pod_slice);
+  cri::RunPodSandboxResponse resp;
+  ASSERT_RPC_OK(driver_->RunPodSandbox(config, "", &resp));
+  EXPECT_EQ(resp.pod_sandbox_id(), sandbox) << "no hit\n" << daemon_->LogTail();
+  const std::string log = daemon_->LogTail(size_t{1} << 24);
+  const size_t hit = log.find("hit: pod default/" + spec.name);
+  ASSERT_NE(hit, std::string::npos) << daemon_->LogTail();
+  std::cout << "warmpoold: " << log.substr(hit, log.find('\n', hit) - hit) << "\n";
+
+  // systemd's view: the sandbox's scope is active in the pod's slice, with
+  // containerd's sandbox resources (cpu shares 2 = CPUWeight 1), delegated.
+  EXPECT_EQ(Show(scope, "ActiveState"), "active");
+  EXPECT_EQ(Show(scope, "Slice"), pod_slice);
+  EXPECT_EQ(Show(scope, "CPUWeight"), "1");
+  EXPECT_EQ(Show(scope, "Delegate"), "yes");
+  const std::string cgroup = Show(scope, "ControlGroup");
+  EXPECT_EQ(cgroup, ExpandSlice(pod_slice).value() + "/" + scope);
+  EXPECT_EQ(ListUnits(MoveScopeName(sandbox)), "") << "the temporary scope stayed";
+  EXPECT_NE(Show(entry_slice, "ActiveState"), "active") << "the entry's slice was not stopped";
+
+  // The kernel's view: the pause process is in that cgroup in every
+  // hierarchy (systemd's and the ones joined by hand), thawed.
+  const std::string pause = Procs("systemd", cgroup);
+  ASSERT_FALSE(pause.empty()) << "nothing in " << cgroup;
+  for (const char* h : {"memory", "cpu", "pids", "freezer", "unified"}) {
+    EXPECT_EQ(Procs(h, cgroup), pause) << h;
+  }
+  EXPECT_EQ(ReadAll("/sys/fs/cgroup/freezer" + cgroup + "/freezer.state"), "THAWED\n");
+  // The pod slice's limit is over it (kubelet's pod-level resources).
+  EXPECT_EQ(
+      ReadAll("/sys/fs/cgroup/memory" + ExpandSlice(pod_slice).value() + "/memory.limit_in_bytes"),
+      std::to_string(uint64_t{512} << 20) + "\n");
+
+  // The sandbox works: containerd still serves it.
+  cri::PodSandboxStatusResponse status;
+  ASSERT_RPC_OK(driver_->PodSandboxStatus(sandbox, false, &status));
+  EXPECT_EQ(status.status().state(), cri::SANDBOX_READY);
+  EXPECT_EQ(status.status().metadata().name(), spec.name);
+
+  // kill -9 and restart: the record brings the adopted pod back, and the
+  // scope is left alone.
+  daemon_->Kill();
+  ASSERT_EQ(daemon_->Start(), "");
+  // (Recovery runs before warmpoold serves when containerd is up; the wait
+  // only keeps this test about the systemd side.)
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return driver_->PodSandboxStatus(sandbox, false, &status).ok() &&
+               status.status().metadata().name() == spec.name;
+      },
+      30s))
+      << daemon_->LogTail();
+  EXPECT_EQ(Show(scope, "ActiveState"), "active");
+  EXPECT_EQ(Procs("systemd", cgroup), pause);
+
+  // kubelet's teardown: nothing of the pod stays in systemd or cgroupfs.
+  cri::StopPodSandboxResponse stopped;
+  ASSERT_RPC_OK(driver_->StopPodSandbox(sandbox, &stopped));
+  cri::RemovePodSandboxResponse removed;
+  ASSERT_RPC_OK(driver_->RemovePodSandbox(sandbox, &removed));
+  EXPECT_TRUE(WaitFor([&] { return Show(scope, "LoadState") == "not-found"; }, 10s))
+      << Show(scope, "ActiveState");
+  for (const char* h : {"systemd", "memory", "cpu", "freezer", "cpuset", "unified"}) {
+    EXPECT_FALSE(std::filesystem::exists("/sys/fs/cgroup/" + std::string(h) + cgroup)) << h;
+  }
+}
+
+TEST_F(HandoffSystemdTest, UnsupportedParentOrFailedMoveFallsBackColdAndCleansUp) {
+  StartDaemon(/*pool_size=*/1);
+  ASSERT_TRUE(WaitFor([&] { return Frozen().size() == 1; }, 60s)) << daemon_->LogTail();
+  const std::string sandbox = Frozen().front().sandbox_id();
+
+  // A slice name systemd refuses ("a--b"): the move fails inside systemd's
+  // naming, the entry is rolled back and the pod starts cold, and the
+  // request reaches containerd unchanged (which refuses it the same way).
+  PodSpec spec;
+  spec.name = "sdbad-" + token_;
+  cri::PodSandboxConfig config = driver_->MakeSandboxConfig(spec);
+  config.mutable_linux()->set_cgroup_parent("kubepods--bad.slice");
+  cri::RunPodSandboxResponse resp;
+  (void)driver_->RunPodSandbox(config, "", &resp);
+  EXPECT_NE(resp.pod_sandbox_id(), sandbox);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return daemon_->LogTail(size_t{1} << 24).find("[handoff_failed]") != std::string::npos;
+      },
+      10s))
+      << daemon_->LogTail();
+  EXPECT_TRUE(
+      WaitFor([&] { return Show(ContainerScopeName(sandbox), "LoadState") == "not-found"; }, 30s));
+  EXPECT_EQ(ListUnits(MoveScopeName(sandbox)), "");
+}
+
+}  // namespace
+}  // namespace warmpool::testing
+
+// Inside the systemd node or not at all: re-executes through the node's
+// `enter` script when one is given and this process is not in it yet.
+int main(int argc, char** argv) {
+  const char* enter = ::getenv("WP_TEST_SYSTEMD_ENTER");
+  const bool listing = argc > 1 && std::string(argv[1]).rfind("--gtest_list_tests", 0) == 0;
+  if (enter != nullptr && *enter != '\0' && ::getenv("WP_TEST_IN_SYSTEMD_NODE") == nullptr &&
+      !listing) {
+    std::vector<char*> args;
+    args.push_back(const_cast<char*>(enter));
+    std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    args.push_back(self.data());
+    for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+    args.push_back(nullptr);
+    ::execv(enter, args.data());
+    std::perror("exec WP_TEST_SYSTEMD_ENTER");
+    return 1;
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
