@@ -82,7 +82,10 @@ std::string BenchDaemon::WriteConfig(const std::vector<PoolSpec>& pools) {
   for (const PoolSpec& p : pools) {
     // Pods opt in by annotation (no default pool): a pod that names none is
     // a miss scenario's pod, forwarded untouched.
+    // network = "early": CNI when the entry is made, from the bed's
+    // containerd config (late binding is measured by handoff_network_bench).
     c << "\n[[pool]]\nname = " << TomlString(p.name) << "\nsize = " << p.size << "\n"
+      << "network = \"early\"\n"
       << "[pool.sandbox]\ndns = { servers = [\"127.0.0.1\"] }\n";
     for (const PoolSpec::Container& k : p.containers) {
       c << "[[pool.container]]\nname = " << TomlString(k.name)

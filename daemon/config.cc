@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <initializer_list>
+#include <sstream>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -71,6 +72,16 @@ pool_cgroup_parent = "/warmpool"
 # rewrites the hostname and resolv.conf files the CRI plugin keeps there for
 # the adopted sandbox. "" = ask containerd (its verbose CRI status says).
 containerd_root = ""
+# Late network binding (pools with network = "late", the default): pool
+# sandboxes are made through this containerd runtime handler, whose own
+# cni_conf_dir holds warmpool's placeholder network (an unrouted eth0); at
+# hand-off warmpoold removes the placeholder and runs the node's CNI network
+# from cni_conf_dir with the real pod's identity. See README "Network".
+late_runtime_handler = "warmpool-late"
+# The node's CNI network config (the first .conflist/.conf/.json by name, as
+# containerd picks it) and plugin directories (":"-separated, as CNI_PATH).
+cni_conf_dir = "/etc/cni/net.d"
+cni_bin_dir = "/opt/cni/bin"
 
 # Pools: none by default. Each [[pool]] keeps `size` frozen entries ready.
 # Pods opt in with the annotation warmpool.io/pool: NAME; a pool with
@@ -79,7 +90,11 @@ containerd_root = ""
 # [[pool]]
 # name       = "py-api"          # required; a-z, 0-9, '-', at most 63
 # size       = 3                 # required; 0..1024 frozen entries
-# network    = "late"            # "late" (default) or "early"
+# network    = "late"            # "late" (default): CNI runs at hand-off with the
+#                                #   pod's identity (any CNI: Calico, Cilium, ...);
+#                                # "early": CNI runs when the entry is made, under a
+#                                #   placeholder pod name (only for CNIs that ignore
+#                                #   the pod's name, like bridge; fastest)
 # namespaces = ["default"]       # optional: only pods of these namespaces
 # default    = false             # at most one pool; it must be a sandbox pool
 #
@@ -604,6 +619,36 @@ void ParseDaemon(const Section& s, DaemonConfig* daemon) {
       daemon->containerd_root = std::move(root);
     }
   }
+  std::string handler;
+  if (s.ReadString("late_runtime_handler", &handler)) {
+    if (handler.empty()) {
+      s.Error("late_runtime_handler",
+              "must name the containerd runtime handler whose cni_conf_dir holds warmpool's "
+              "placeholder network (\"warmpool-late\")");
+    } else {
+      daemon->late_runtime_handler = std::move(handler);
+    }
+  }
+  for (auto [key, out] : {std::pair<const char*, std::string*>{"cni_conf_dir", &daemon->cni_conf_dir},
+                          {"cni_bin_dir", &daemon->cni_bin_dir}}) {
+    std::string dir;
+    if (!s.ReadString(key, &dir)) continue;
+    bool ok = !dir.empty();
+    std::stringstream parts(dir);
+    for (std::string part; std::getline(parts, part, ':');) {
+      if (part.empty() || part.front() != '/') ok = false;
+      if (std::string_view(key) == "cni_conf_dir") break;
+    }
+    if (std::string_view(key) == "cni_conf_dir" && dir.find(':') != std::string::npos) ok = false;
+    if (!ok) {
+      s.Error(key, Cat("must be an absolute path",
+                       std::string_view(key) == "cni_bin_dir" ? " (or several, \":\"-separated)"
+                                                              : "",
+                       ", got ", Quoted(dir)));
+    } else {
+      *out = std::move(dir);
+    }
+  }
   if (daemon->listen == daemon->upstream) {
     s.Error("upstream", "must differ from listen: warmpoold would forward every call to itself");
   }
@@ -839,6 +884,12 @@ void ParsePool(const Section& s, Diagnostics& diag, PoolConfig* pool, PoolNodes*
                &s.where());
     ParseSandbox(sb, diag, &pool->sandbox);
   }
+  if (pool->network == NetworkTiming::kLate && !pool->sandbox.runtime_handler.empty()) {
+    s.Error(s.Has("network") ? "network" : "sandbox",
+            Cat("network = \"late\" makes entries through daemon.late_runtime_handler, which "
+                "stands in for the default runtime handler only; this pool's runtime_handler is ",
+                Quoted(pool->sandbox.runtime_handler), ": set network = \"early\""));
+  }
 
   if (const toml::array* containers =
           s.ReadArray("container", "an array of tables (write [[pool.container]])")) {
@@ -917,7 +968,8 @@ absl::StatusOr<Config> Decode(const toml::table& document, std::string_view sour
     Section s(*daemon, "daemon", diag,
               {"listen", "upstream", "state_dir", "admin", "log_level", "memory_budget",
                "max_concurrent_creates", "passthrough", "metrics", "metrics_allow_non_loopback",
-               "pool_cgroup_parent", "containerd_root"},
+               "pool_cgroup_parent", "containerd_root", "late_runtime_handler", "cni_conf_dir",
+               "cni_bin_dir"},
               &top);
     ParseDaemon(s, &config.daemon);
   }

@@ -162,6 +162,14 @@ struct DaemonConfig {
   // containerd's root (its `root` setting); the CRI plugin keeps each
   // sandbox's hostname and resolv.conf under it. "" = ask containerd.
   std::string containerd_root;
+  // network = "late" pools (daemon/late_network.h): the containerd runtime
+  // handler their sandboxes are made through (its cni_conf_dir holds the
+  // placeholder network), and the node's CNI network config and plugins,
+  // run by warmpoold at hand-off. cni_bin_dir may list several directories,
+  // ':'-separated (CNI_PATH).
+  std::string late_runtime_handler = "warmpool-late";
+  std::string cni_conf_dir = "/etc/cni/net.d";
+  std::string cni_bin_dir = "/opt/cni/bin";
 
   bool operator==(const DaemonConfig&) const = default;
 };

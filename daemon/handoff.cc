@@ -13,6 +13,7 @@
 #include "daemon/log_format.h"
 #include "daemon/matcher.h"
 #include "daemon/nsops.h"
+#include "daemon/read_filter.h"
 
 namespace warmpool {
 namespace {
@@ -20,6 +21,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr const char* kRunPodSandbox = "/runtime.v1.RuntimeService/RunPodSandbox";
 constexpr const char* kRemovePodSandbox = "/runtime.v1.RuntimeService/RemovePodSandbox";
+constexpr const char* kStopPodSandbox = "/runtime.v1.RuntimeService/StopPodSandbox";
 constexpr int kWorkers = 4;
 
 int64_t NowNs() {
@@ -73,6 +75,8 @@ AdoptedView ViewOf(const AdoptionRecord& r) {
   view.config = req.config();
   view.runtime_handler = req.runtime_handler();
   view.created_at_ns = r.adopted_at_ns;
+  view.late_network = r.late_network.state != AdoptionRecord::LateNetwork::State::kNone;
+  view.pod_ips = LateNetwork::PodIps(r.late_network);
   return view;
 }
 
@@ -85,6 +89,25 @@ class Handoff::RunRewriter final : public cri::CallRewriter {
   explicit RunRewriter(Handoff* handoff) : handoff_(handoff) {}
   void Decide(const grpc::ByteBuffer& request, DecideCallback done) override {
     handoff_->Decide(request, std::move(done));
+  }
+
+ private:
+  Handoff* handoff_;
+};
+
+// StopPodSandbox: a pool entry's id is unknown to kubelet; an adopted
+// sandbox's late network is released (CNI DEL) before containerd stops it.
+class Handoff::StopRewriter final : public cri::CallRewriter {
+ public:
+  explicit StopRewriter(Handoff* handoff) : handoff_(handoff) {}
+  void Decide(const grpc::ByteBuffer& request, DecideCallback done) override {
+    v1::StopPodSandboxRequest req;
+    if (grpc::Status s = cri::ParseMessage(request, &req); !s.ok()) {
+      return done(LocalAnswer{s, {}});
+    }
+    const std::string id = req.pod_sandbox_id();
+    if (handoff_->objects_->Contains(id)) return done(LocalAnswer{SandboxNotFoundQuoted(id), {}});
+    handoff_->ReleaseThenForward(id, std::move(done));
   }
 
  private:
@@ -104,7 +127,7 @@ class Handoff::RemoveRewriter final : public cri::CallRewriter {
     }
     id_ = req.pod_sandbox_id();
     if (handoff_->objects_->Contains(id_)) return done(LocalAnswer{grpc::Status::OK, {}});
-    done(std::nullopt);
+    handoff_->ReleaseThenForward(id_, std::move(done));
   }
   grpc::Status OnResponse(grpc::ByteBuffer*, bool*) override {
     if (handoff_->objects_->Adopted(id_) != nullptr) handoff_->Forget(id_);
@@ -142,6 +165,7 @@ Handoff::~Handoff() {
 std::unique_ptr<cri::CallRewriter> Handoff::ForMethod(const std::string& method) {
   if (method == kRunPodSandbox) return std::make_unique<RunRewriter>(this);
   if (method == kRemovePodSandbox) return std::make_unique<RemoveRewriter>(this);
+  if (method == kStopPodSandbox) return std::make_unique<StopRewriter>(this);
   return nullptr;
 }
 
@@ -176,6 +200,45 @@ void Handoff::WorkLoop() {
   }
 }
 
+void Handoff::ReleaseThenForward(const std::string& sandbox_id,
+                                 cri::CallRewriter::DecideCallback done) {
+  auto view = objects_->Adopted(sandbox_id);
+  if (view == nullptr || !view->late_network) return done(std::nullopt);
+  Post([this, sandbox_id, done = std::move(done)] {
+    if (absl::Status s = ReleaseNetwork(sandbox_id); !s.ok()) {
+      // As containerd answers when its own teardown fails: kubelet retries.
+      spdlog::warn("sandbox {}: releasing its pod network failed: {}", sandbox_id.substr(0, 13),
+                   s.message());
+      return done(cri::CallRewriter::LocalAnswer{
+          grpc::Status(grpc::StatusCode::UNKNOWN,
+                       "failed to destroy network for sandbox \"" + sandbox_id +
+                           "\": " + std::string(s.message())),
+          {}});
+    }
+    done(std::nullopt);
+  });
+}
+
+absl::Status Handoff::ReleaseNetwork(const std::string& sandbox_id) {
+  std::lock_guard<std::mutex> lock(release_mu_);  // one DEL + record update at a time
+  auto record = store_->Get(sandbox_id);
+  if (!record) return absl::OkStatus();
+  using State = AdoptionRecord::LateNetwork::State;
+  if (record->late_network.state != State::kAdding && record->late_network.state != State::kAdded) {
+    return absl::OkStatus();
+  }
+  if (late_ == nullptr) return absl::FailedPreconditionError("late network binding is not set up");
+  if (absl::Status s = late_->Release(sandbox_id, record->late_network); !s.ok()) return s;
+  record->late_network.state = State::kReleased;
+  if (absl::Status s = store_->Put(*record); !s.ok()) {
+    // The DEL is done; DEL is idempotent, so a second one after a crash is harmless.
+    spdlog::warn("sandbox {}: recording its released network: {}", sandbox_id.substr(0, 13),
+                 s.message());
+  }
+  spdlog::info("sandbox {}: pod network released (CNI DEL)", sandbox_id.substr(0, 13));
+  return absl::OkStatus();
+}
+
 void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideCallback done) {
   v1::RunPodSandboxRequest req;
   if (!cri::ParseMessage(request, &req).ok()) return done(std::nullopt);  // containerd decides
@@ -206,6 +269,7 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
     return done(std::nullopt);
   }
   const std::string pool = match.pool->name;
+  const bool late_network = match.pool->network == NetworkTiming::kLate && late_ != nullptr;
   auto claimed = pools_->Claim(pool);
   if (!claimed) {
     Count("pool_empty");
@@ -213,9 +277,10 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
     spdlog::info("miss: pod {} pool {}: no frozen entry left [pool_empty]", pod, pool);
     return done(std::nullopt);
   }
-  Post([this, req = std::move(req), claimed = *claimed, done = std::move(done), pod, pool] {
+  Post([this, req = std::move(req), claimed = *claimed, done = std::move(done), pod, pool,
+        late_network] {
     const auto start = Clock::now();
-    absl::StatusOr<std::string> sandbox_id = Adopt(req, claimed);
+    absl::StatusOr<std::string> sandbox_id = Adopt(req, claimed, late_network);
     if (!sandbox_id.ok()) {
       Count("handoff_failed");
       decisions_.Record(req.config(), false, pool, "handoff_failed",
@@ -230,10 +295,14 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
     Count("hit");
     decisions_.Record(req.config(), true, pool, "hit", "", claimed.info.id, *sandbox_id,
                       Clock::now() - start);
+    auto adopted = objects_->Adopted(*sandbox_id);
     spdlog::info(
-        "hit: pod {} pool {} entry {} sandbox {} in {}us", pod, pool, claimed.info.id,
+        "hit: pod {} pool {} entry {} sandbox {} in {}us{}", pod, pool, claimed.info.id,
         sandbox_id->substr(0, 13),
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count(),
+        adopted && adopted->late_network
+            ? " (network bound: " + (adopted->pod_ips.empty() ? "-" : adopted->pod_ips[0]) + ")"
+            : "");
     v1::RunPodSandboxResponse resp;
     resp.set_pod_sandbox_id(*sandbox_id);
     cri::CallRewriter::LocalAnswer answer;
@@ -243,11 +312,22 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
 }
 
 absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
-                                           const PoolManager::Claimed& claimed) {
+                                           const PoolManager::Claimed& claimed,
+                                           bool late_network) {
   const std::string& sandbox_id = claimed.info.sandbox_id;
   const std::string parent = req.config().linux().cgroup_parent();
   std::vector<std::string> moved;
+  AdoptionRecord record;
   auto fail = [&](absl::Status s) -> absl::Status {
+    // The pod network first: containerd's teardown of the entry only DELs
+    // the placeholder.
+    if (record.late_network.state == AdoptionRecord::LateNetwork::State::kAdding ||
+        record.late_network.state == AdoptionRecord::LateNetwork::State::kAdded) {
+      if (absl::Status r = late_->Release(sandbox_id, record.late_network); !r.ok()) {
+        spdlog::warn("sandbox {}: releasing the pod network after a failed hand-off: {}",
+                     sandbox_id.substr(0, 13), r.message());
+      }
+    }
     RollBack(claimed, parent, moved);
     return s;
   };
@@ -256,7 +336,6 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
         "cgroup_parent \"" + parent + "\" is neither a cgroupfs path nor a systemd slice"));
   }
 
-  AdoptionRecord record;
   record.sandbox_id = sandbox_id;
   record.entry_id = claimed.info.id;
   record.pool = claimed.info.pool;
@@ -265,7 +344,16 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   record.cgroup_parent = parent;
   record.pod_ip = claimed.info.pod_ip;
   record.phase = AdoptionRecord::Phase::kClaimed;
-  if (absl::Status s = store_->Put(record); !s.ok()) return fail(s);
+  if (late_network) {
+    // Everything a DEL needs is durable before any ADD runs.
+    auto net = late_->Prepare(req, sandbox_id);
+    if (!net.ok()) return fail(net.status());
+    record.late_network = *net;
+  }
+  if (absl::Status s = store_->Put(record); !s.ok()) {
+    record.late_network = {};  // nothing ran: nothing to release
+    return fail(s);
+  }
 
   // Every process into kubelet's pod cgroup, one cgroup per container, as
   // containerd would have placed them with the driver the parent names
@@ -287,6 +375,17 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   if (absl::Status s = placement_->RemoveTree(claimed.cgroup_path); !s.ok()) return fail(s);
   // (No durable "moved" step: each Put costs two fsyncs, ~8 ms here, and the
   // "claimed" record already tells recovery which cgroups to undo.)
+
+  // The pod's own network, under its own identity.
+  if (record.late_network.state == AdoptionRecord::LateNetwork::State::kAdding) {
+    const auto bind_start = Clock::now();
+    if (absl::Status s = late_->Bind(sandbox_id, &record.late_network); !s.ok()) return fail(s);
+    record.pod_ip = LateNetwork::PodIps(record.late_network).front();
+    spdlog::debug("sandbox {}: pod network bound ({}) in {}us", sandbox_id.substr(0, 13),
+                  record.pod_ip,
+                  std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - bind_start)
+                      .count());
+  }
 
   // Identity inside the sandbox.
   auto sandbox_cgroup = placement_->ContainerCgroup(parent, sandbox_id);
@@ -376,6 +475,10 @@ absl::Status Handoff::Recover() {
       if (absl::IsNotFound(exists)) {
         spdlog::info("hand-off record of sandbox {}: containerd no longer has it; dropped",
                      r.sandbox_id.substr(0, 13));
+        if (absl::Status s = ReleaseNetwork(r.sandbox_id); !s.ok()) {
+          spdlog::warn("sandbox {}: releasing its pod network: {}", r.sandbox_id.substr(0, 13),
+                       s.message());
+        }
         (void)placement_->RemoveMoved(r.cgroup_parent, r.sandbox_id);
         (void)store_->Remove(r.sandbox_id);
         continue;
@@ -387,6 +490,11 @@ absl::Status Handoff::Recover() {
     // A hand-off cut short: kubelet never got this sandbox. Undo it.
     spdlog::info("hand-off of entry {} (sandbox {}) was cut short in phase {}; rolling back",
                  r.entry_id, r.sandbox_id.substr(0, 13), PhaseName(r.phase));
+    // An ADD may have run (in part): DEL with what was recorded before it.
+    if (absl::Status s = ReleaseNetwork(r.sandbox_id); !s.ok()) {
+      spdlog::warn("sandbox {}: releasing its pod network: {}", r.sandbox_id.substr(0, 13),
+                   s.message());
+    }
     PoolManager::Claimed claimed;
     claimed.info.id = r.entry_id;
     claimed.info.pool = r.pool;

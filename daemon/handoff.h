@@ -51,6 +51,7 @@
 #include "cri/rewrite.h"
 #include "daemon/cgroups.h"
 #include "daemon/decisions.h"
+#include "daemon/late_network.h"
 #include "daemon/pool_manager.h"
 #include "daemon/pool_objects.h"
 #include "daemon/runtime_client.h"
@@ -71,11 +72,17 @@ class Handoff final : public cri::RewritePolicy {
   // Where containers are placed (cgroupfs or systemd); before Recover. The
   // default knows cgroupfs only. `placement` must outlive the object.
   void set_container_cgroups(ContainerCgroups* placement) { placement_ = placement; }
+  // network = "late" pools (daemon/late_network.h): binds the pod's network
+  // at hand-off and releases it at StopPodSandbox / RemovePodSandbox and in
+  // recovery. Without it (null), late pools' sandboxes are handed out with
+  // the placeholder network: set before the first call.
+  void SetLateNetwork(LateNetwork* network) { late_ = network; }
 
   // Before the pools start: see the file comment.
   absl::Status Recover();
 
-  // RunPodSandbox and RemovePodSandbox; null for every other method.
+  // RunPodSandbox, StopPodSandbox and RemovePodSandbox; null for every
+  // other method.
   std::unique_ptr<cri::CallRewriter> ForMethod(const std::string& method) override;
 
   // Hits and misses since start, by reason code ("hit" for hits).
@@ -86,11 +93,19 @@ class Handoff final : public cri::RewritePolicy {
  private:
   class RunRewriter;
   class RemoveRewriter;
+  class StopRewriter;
 
   void Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideCallback done);
   // The hand-off itself, on a worker: the answer, or an error to roll back.
   absl::StatusOr<std::string> Adopt(const v1::RunPodSandboxRequest& req,
-                                    const PoolManager::Claimed& claimed);
+                                    const PoolManager::Claimed& claimed, bool late_network);
+  // Late network: CNI DEL of an adopted sandbox's pod network, recorded as
+  // released; OK when there is none or it is already released.
+  absl::Status ReleaseNetwork(const std::string& sandbox_id);
+  // StopPodSandbox / RemovePodSandbox of an adopted sandbox: its late network
+  // is released on a worker, then the call is forwarded (an error answers
+  // kubelet instead, which retries).
+  void ReleaseThenForward(const std::string& sandbox_id, cri::CallRewriter::DecideCallback done);
   // Where the CRI plugin keeps sandbox files: from the config, else asked
   // of containerd once.
   absl::StatusOr<std::string> CriRoot();
@@ -109,6 +124,7 @@ class Handoff final : public cri::RewritePolicy {
   const std::string containerd_root_;
   std::unique_ptr<ContainerCgroups> own_placement_;
   ContainerCgroups* placement_;
+  LateNetwork* late_ = nullptr;
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -116,6 +132,7 @@ class Handoff final : public cri::RewritePolicy {
   bool stopping_ = false;                   // guarded by mu_
   std::map<std::string, uint64_t> counts_;  // guarded by mu_
   std::string cri_root_;                    // guarded by mu_
+  std::mutex release_mu_;                   // serialises ReleaseNetwork
   std::vector<std::thread> workers_;
   DecisionLog decisions_;  // thread-safe on its own
 };

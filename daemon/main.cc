@@ -29,6 +29,7 @@
 #include "daemon/systemd_cgroups.h"
 #include "daemon/config.h"
 #include "daemon/handoff.h"
+#include "daemon/late_network.h"
 #include "daemon/metrics.h"
 #include "daemon/metrics_http.h"
 #include "daemon/notify.h"
@@ -143,6 +144,9 @@ int Run(const Config& config, const std::string& config_path) {
   Handoff handoff(&pools, &pool_objects, store->get(), &cgroups, &runtime,
                   config.daemon.containerd_root);
   handoff.set_container_cgroups(&container_cgroups);
+  LateNetwork late_network(&runtime);
+  late_network.Configure(config.daemon);
+  handoff.SetLateNetwork(&late_network);
   PoolReadFilter read_filter(&pool_objects, &handoff);
   cri::PassthroughService passthrough(upstream, &metrics, &read_filter);
 
@@ -255,6 +259,7 @@ int Run(const Config& config, const std::string& config_path) {
         }
         spdlog::set_level(spdlog::level::from_str(reloaded->daemon.log_level));
         current = *reloaded;
+        late_network.Configure(current.daemon);
         if (ready) pools.ApplyConfig(current);
         spdlog::info("reloaded {}", config_path);
       }

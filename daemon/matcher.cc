@@ -1,5 +1,7 @@
 #include "daemon/matcher.h"
 
+#include "daemon/late_network.h"
+
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
 #include <google/protobuf/unknown_field_set.h>
@@ -483,6 +485,22 @@ MatchResult MatchSandbox(const v1::RunPodSandboxRequest& req,
   }
   v1::RunPodSandboxRequest pod = req;
   v1::RunPodSandboxRequest expected = SandboxRequest(pool, "x", "x", "", "");
+  if (UsesLateNetwork(pool)) {
+    // The pod's network is made at hand-off from its own request: host
+    // ports (and bandwidth, dns) go to CNI as containerd would pass them.
+    pod.mutable_config()->clear_port_mappings();
+  } else if (pool.network == NetworkTiming::kEarly) {
+    // An early entry's network was made without them: a shaped pod misses.
+    for (const char* key : {"kubernetes.io/ingress-bandwidth", "kubernetes.io/egress-bandwidth"}) {
+      if (req.config().annotations().count(key) != 0) {
+        return Miss(result, "bandwidth",
+                    absl::StrCat("config.annotations[", key, "]: pod asks ",
+                                 Quote(req.config().annotations().at(key)),
+                                 ", pool has network = \"early\" (no bandwidth shaping; use "
+                                 "network = \"late\")"));
+      }
+    }
+  }
   ClearSandboxFixable(&pod);
   ClearSandboxFixable(&expected);
   if (auto diff = DiffMessages(pod, expected, "")) {
@@ -492,7 +510,7 @@ MatchResult MatchSandbox(const v1::RunPodSandboxRequest& req,
       reason += ProfileHint(diff->path, "config.linux.security_context",
                             req.config().linux().security_context());
     } else if (code == "port_mappings") {
-      reason += " (pool entries have no host ports)";
+      reason += " (pool entries have no host ports; network = \"late\" serves them)";
     }
     return Miss(result, code, std::move(reason));
   }

@@ -15,7 +15,9 @@
 //   fixable:    config.metadata, config.hostname, config.log_directory,
 //               config.dns_config, config.labels, config.annotations,
 //               config.linux.cgroup_parent, config.linux.resources,
-//               config.linux.overhead.
+//               config.linux.overhead; with network = "late" also
+//               config.port_mappings (host ports go to the CNI ADD at
+//               hand-off, daemon/late_network.h).
 //   must equal: runtime_handler, config.linux.security_context (every field:
 //               namespace_options, selinux_options, run_as_user/group,
 //               readonly_rootfs, supplemental_groups(+policy), privileged,
@@ -101,6 +103,7 @@ struct MatchResult {
   std::string reason;
   // On a miss, a short stable label for metrics, one of:
   //   no_pool, unknown_pool, namespace, unknown_field, runtime_handler,
+//   bandwidth (bandwidth annotations on a network = "early" pool),
   //   namespace_options, security_context, sysctls, port_mappings, windows,
   //   image, env, command, args, working_dir, stdin, tty, devices,
   //   stop_signal, template (any other difference from the template).

@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "daemon/late_network.h"
 #include "daemon/log_format.h"
 #include "daemon/readiness.h"
 #include "daemon/systemd_cgroups.h"
@@ -446,11 +447,12 @@ void PoolManager::CreateWorker(std::string entry_id) {
 
 absl::Status PoolManager::CreateSteps(const std::string& entry_id, const PoolConfig& pool,
                                       const std::string& template_hash) {
-  std::string cgroup_path, state_dir;
+  std::string cgroup_path, state_dir, late_handler;
   {
     std::lock_guard<std::mutex> lock(mu_);
     cgroup_path = entries_.at(entry_id).cgroup_path;
     state_dir = daemon_.state_dir;
+    late_handler = daemon_.late_runtime_handler;
   }
   auto stopping = [this] {
     std::lock_guard<std::mutex> lock(mu_);
@@ -481,6 +483,8 @@ absl::Status PoolManager::CreateSteps(const std::string& entry_id, const PoolCon
 
   v1::RunPodSandboxRequest sandbox_req =
       SandboxRequest(pool, entry_id, template_hash, cgroup_path, log_dir);
+  // network = "late": through the handler with the placeholder network.
+  if (UsesLateNetwork(pool)) sandbox_req.set_runtime_handler(late_handler);
   v1::RunPodSandboxResponse sandbox;
   if (absl::Status s = runtime_->RunPodSandbox(sandbox_req, &sandbox); !s.ok()) return s;
   objects_->AddSandbox(sandbox.pod_sandbox_id());
@@ -499,6 +503,9 @@ absl::Status PoolManager::CreateSteps(const std::string& entry_id, const PoolCon
     std::lock_guard<std::mutex> lock(mu_);
     entries_.at(entry_id).info.pod_ip = ip;
   }
+  // A late-network entry is reachable only on its own loopback.
+  auto probe_at = ProbeTarget(pool, sandbox.pod_sandbox_id(), ip, runtime_);
+  if (!probe_at.ok()) return probe_at.status();
 
   std::vector<std::string> container_ids;
   for (size_t i = 0; i < pool.containers.size(); ++i) {
@@ -531,7 +538,7 @@ absl::Status PoolManager::CreateSteps(const std::string& entry_id, const PoolCon
     absl::Status last;
     for (;;) {
       if (stopping()) return aborted();
-      last = ProbeOnce(t.ready, ip, container_ids[i], runtime_, 1s);
+      last = ProbeOnce(t.ready, probe_at->ip, container_ids[i], runtime_, 1s, probe_at->netns);
       if (last.ok()) break;
       v1::ContainerStatusResponse cs;
       if (runtime_->ContainerStatus(container_ids[i], &cs).ok() &&
@@ -681,6 +688,8 @@ absl::Status PoolManager::Recover(const v1::PodSandbox& sandbox) {
   if (absl::Status s = runtime_->PodSandboxStatus(sandbox.id(), &status); !s.ok()) return s;
   std::string ip = status.status().network().ip();
   if (pool.sandbox.namespaces.network == NamespaceMode::kNode || ip.empty()) ip = "127.0.0.1";
+  auto probe_at = ProbeTarget(pool, sandbox.id(), ip, runtime_);
+  if (!probe_at.ok()) return probe_at.status();
 
   // Still healthy? Thaw, probe, freeze again.
   if (absl::Status s = cgroups_->Thaw(cgroup_path); !s.ok()) return s;
@@ -691,7 +700,7 @@ absl::Status PoolManager::Recover(const v1::PodSandbox& sandbox) {
     absl::Status probe;
     const auto deadline = Clock::now() + 5s;
     do {
-      probe = ProbeOnce(t.ready, ip, cid, runtime_, 1s);
+      probe = ProbeOnce(t.ready, probe_at->ip, cid, runtime_, 1s, probe_at->netns);
       if (!probe.ok()) std::this_thread::sleep_for(50ms);
     } while (!probe.ok() && Clock::now() < deadline);
     if (!probe.ok())

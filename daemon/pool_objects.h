@@ -11,6 +11,7 @@
 #include <set>
 #include <shared_mutex>
 #include <string>
+#include <vector>
 
 #include "cri_runtime_v1.pb.h"
 
@@ -30,6 +31,11 @@ struct AdoptedView {
   ::runtime::v1::PodSandboxConfig config;  // kubelet's RunPodSandbox config
   std::string runtime_handler;             // kubelet's runtime_handler
   int64_t created_at_ns = 0;               // the hand-off time
+  // network = "late": the network was bound by warmpoold at hand-off, and
+  // these are the pod's IPs reads report (containerd knows only the
+  // placeholder's). IPv4 first.
+  bool late_network = false;
+  std::vector<std::string> pod_ips;
 };
 
 class PoolObjects {

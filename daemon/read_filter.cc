@@ -231,6 +231,20 @@ void RewriteStatus(const AdoptedView& view, v1::PodSandboxStatus* st) {
   Rewrite(view, st->mutable_metadata(), st->mutable_labels(), st->mutable_annotations());
   st->set_created_at(view.created_at_ns);
   st->set_runtime_handler(view.runtime_handler);
+  // Late network: the pod's IPs, not the placeholder's. A sandbox whose
+  // netns containerd closed (stopped) reports none, as a cold one does.
+  if (view.late_network && st->has_network() && !st->network().ip().empty()) {
+    v1::PodSandboxNetworkStatus* net = st->mutable_network();
+    net->clear_additional_ips();
+    net->clear_ip();
+    for (size_t i = 0; i < view.pod_ips.size(); ++i) {
+      if (i == 0) {
+        net->set_ip(view.pod_ips[0]);
+      } else {
+        net->add_additional_ips()->set_ip(view.pod_ips[i]);
+      }
+    }
+  }
 }
 
 bool HideContainer(const v1::Container& c, const PoolObjects* objects) {
@@ -411,6 +425,7 @@ std::unique_ptr<cri::CallRewriter> StreamImages(const PoolObjects* o) {
 
 grpc::Status SandboxNotFound(const std::string& id) { return SandboxFind(id); }
 grpc::Status ContainerNotFound(const std::string& id) { return ContainerFindQuoted(id); }
+grpc::Status SandboxNotFoundQuoted(const std::string& id) { return SandboxFindQuoted(id); }
 
 PoolReadFilter::PoolReadFilter(const PoolObjects* objects, cri::RewritePolicy* first)
     : objects_(objects), first_(first) {

@@ -34,5 +34,7 @@ class PoolReadFilter final : public cri::RewritePolicy {
 // The NOT_FOUND containerd 1.6 answers for an unknown sandbox / container id.
 grpc::Status SandboxNotFound(const std::string& id);
 grpc::Status ContainerNotFound(const std::string& id);
+// StopPodSandbox's NOT_FOUND (the id quoted).
+grpc::Status SandboxNotFoundQuoted(const std::string& id);
 
 }  // namespace warmpool

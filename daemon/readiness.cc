@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "daemon/late_network.h"
+
 namespace warmpool {
 namespace {
 
@@ -21,7 +23,8 @@ int RemainingMs(Clock::time_point deadline) {
 }
 
 // A connected non-blocking TCP socket, or an error.
-absl::StatusOr<int> Connect(const std::string& ip, int port, Clock::time_point deadline) {
+absl::StatusOr<int> Connect(const std::string& ip, int port, Clock::time_point deadline,
+                            const std::string& netns) {
   sockaddr_storage addr{};
   socklen_t len = 0;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
@@ -37,8 +40,15 @@ absl::StatusOr<int> Connect(const std::string& ip, int port, Clock::time_point d
   } else {
     return absl::InvalidArgumentError("not an IP address: '" + ip + "'");
   }
-  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(std::string("socket: ") + std::strerror(errno));
+  int fd = -1;
+  if (netns.empty()) {
+    fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return absl::InternalError(std::string("socket: ") + std::strerror(errno));
+  } else {
+    auto in_netns = SocketInNetns(netns, addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK);
+    if (!in_netns.ok()) return in_netns.status();
+    fd = *in_netns;
+  }
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 && errno != EINPROGRESS) {
     std::string err = std::strerror(errno);
     close(fd);
@@ -60,9 +70,9 @@ absl::StatusOr<int> Connect(const std::string& ip, int port, Clock::time_point d
 }  // namespace
 
 absl::StatusOr<int> HttpGetStatus(const std::string& ip, int port, const std::string& path,
-                                  std::chrono::milliseconds timeout) {
+                                  std::chrono::milliseconds timeout, const std::string& netns) {
   const auto deadline = Clock::now() + timeout;
-  auto fd = Connect(ip, port, deadline);
+  auto fd = Connect(ip, port, deadline, netns);
   if (!fd.ok()) return fd.status();
   const std::string request =
       "GET " + path + " HTTP/1.0\r\nHost: " + ip + "\r\nUser-Agent: warmpoold-probe\r\n\r\n";
@@ -94,19 +104,20 @@ absl::StatusOr<int> HttpGetStatus(const std::string& ip, int port, const std::st
 
 absl::Status ProbeOnce(const ReadyCheck& check, const std::string& ip,
                        const std::string& container_id, RuntimeClient* runtime,
-                       std::chrono::milliseconds attempt_timeout) {
+                       std::chrono::milliseconds attempt_timeout, const std::string& netns) {
   switch (check.kind) {
     case ReadyCheck::Kind::kNone:
       return absl::OkStatus();
     case ReadyCheck::Kind::kTcp: {
-      auto fd = Connect(ip, check.port, Clock::now() + attempt_timeout);
+      auto fd = Connect(ip, check.port, Clock::now() + attempt_timeout, netns);
       if (!fd.ok()) return absl::UnavailableError(fd.status().message());
       close(*fd);
       return absl::OkStatus();
     }
     case ReadyCheck::Kind::kHttp: {
       auto code =
-          HttpGetStatus(ip, check.port, check.path.empty() ? "/" : check.path, attempt_timeout);
+          HttpGetStatus(ip, check.port, check.path.empty() ? "/" : check.path, attempt_timeout,
+                        netns);
       if (!code.ok()) return absl::UnavailableError(code.status().message());
       if (*code >= 200 && *code < 400) return absl::OkStatus();
       return absl::UnavailableError("GET " + check.path + " answered " + std::to_string(*code));

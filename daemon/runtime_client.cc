@@ -51,6 +51,14 @@ absl::Status GrpcRuntimeClient::PodSandboxStatus(const std::string& sandbox_id,
   return FromGrpc(runtime_->PodSandboxStatus(Context().get(), req, resp), "PodSandboxStatus");
 }
 
+absl::Status GrpcRuntimeClient::PodSandboxStatusVerbose(const std::string& sandbox_id,
+                                                        v1::PodSandboxStatusResponse* resp) {
+  v1::PodSandboxStatusRequest req;
+  req.set_pod_sandbox_id(sandbox_id);
+  req.set_verbose(true);
+  return FromGrpc(runtime_->PodSandboxStatus(Context().get(), req, resp), "PodSandboxStatus");
+}
+
 absl::Status GrpcRuntimeClient::ListPodSandbox(const v1::PodSandboxFilter& filter,
                                                v1::ListPodSandboxResponse* resp) {
   v1::ListPodSandboxRequest req;

@@ -45,6 +45,12 @@ class RuntimeClient {
   virtual absl::Status Status(bool verbose, v1::StatusResponse* resp) {
     return absl::UnimplementedError("Status");
   }
+  // PodSandboxStatus with verbose = true (info: the runtime's JSON, with the
+  // sandbox's OCI spec; daemon/late_network.h reads its netns path there).
+  virtual absl::Status PodSandboxStatusVerbose(const std::string& sandbox_id,
+                                               v1::PodSandboxStatusResponse* resp) {
+    return absl::UnimplementedError("PodSandboxStatusVerbose");
+  }
 };
 
 // Over gRPC, with a deadline per call (creation steps can be slow: image
@@ -73,6 +79,8 @@ class GrpcRuntimeClient final : public RuntimeClient {
   absl::Status ImageStatus(const std::string& image, v1::ImageStatusResponse* resp) override;
   absl::Status PullImage(const std::string& image, v1::PullImageResponse* resp) override;
   absl::Status Status(bool verbose, v1::StatusResponse* resp) override;
+  absl::Status PodSandboxStatusVerbose(const std::string& sandbox_id,
+                                       v1::PodSandboxStatusResponse* resp) override;
 
  private:
   std::unique_ptr<v1::RuntimeService::Stub> runtime_;

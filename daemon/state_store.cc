@@ -122,6 +122,17 @@ absl::StatusOr<std::string> Encode(const AdoptionRecord& r) {
     mc->set_started_at_ns(c.started_at_ns);
   }
   for (const std::string& id : r.unclaimed_containers) m.add_unclaimed_containers(id);
+  if (r.late_network.state != AdoptionRecord::LateNetwork::State::kNone) {
+    const AdoptionRecord::LateNetwork& n = r.late_network;
+    pb::AdoptionRecord::LateNetwork* mn = m.mutable_late_network();
+    mn->set_state(static_cast<pb::AdoptionRecord::LateNetwork::State>(static_cast<int>(n.state)));
+    mn->set_netns_path(n.netns_path);
+    mn->set_conflist(n.conflist);
+    mn->set_cni_args(n.cni_args);
+    mn->set_capability_args(n.capability_args);
+    mn->set_ifname(n.ifname);
+    mn->set_result(n.result);
+  }
 
   size_t size = m.ByteSizeLong();
   if (size > kMaxRecordBytes) {
@@ -194,6 +205,20 @@ absl::StatusOr<AdoptionRecord> Decode(std::string_view file, std::string_view ex
                             .started_at_ns = mc.started_at_ns()});
   }
   r.unclaimed_containers.assign(m.unclaimed_containers().begin(), m.unclaimed_containers().end());
+  if (m.has_late_network()) {
+    const auto& mn = m.late_network();
+    if (mn.state() < 0 || mn.state() > pb::AdoptionRecord::LateNetwork::STATE_RELEASED) {
+      return absl::DataLossError(absl::StrCat("unknown late network state ", mn.state()));
+    }
+    AdoptionRecord::LateNetwork& n = r.late_network;
+    n.state = static_cast<AdoptionRecord::LateNetwork::State>(static_cast<int>(mn.state()));
+    n.netns_path = mn.netns_path();
+    n.conflist = mn.conflist();
+    n.cni_args = mn.cni_args();
+    n.capability_args = mn.capability_args();
+    n.ifname = mn.ifname();
+    n.result = mn.result();
+  }
   return r;
 }
 

@@ -85,6 +85,22 @@ struct AdoptionRecord {
   std::vector<Container> containers;              // pre-started containers kubelet adopted
   std::vector<std::string> unclaimed_containers;  // pre-started containers to remove
 
+  // network = "late" (daemon/late_network.h): what CNI DEL needs, recorded
+  // before the ADD runs; state kNone for early-network pools.
+  struct LateNetwork {
+    enum class State { kNone, kAdding, kAdded, kReleased };
+    State state = State::kNone;
+    std::string netns_path;
+    std::string conflist;
+    std::string cni_args;
+    std::string capability_args;
+    std::string ifname;
+    std::string result;
+
+    bool operator==(const LateNetwork&) const = default;
+  };
+  LateNetwork late_network;
+
   bool operator==(const AdoptionRecord&) const = default;
 };
 

@@ -51,6 +51,11 @@ state_dir = "$bed/state"
 admin     = "$bed/admin.sock"
 log_level = "info"
 pool_cgroup_parent = "$WP_TEST_CGROUP_PARENT/pools"
+# network = "late" (the default): entries carry the bed's placeholder network;
+# the pod's own is bound at hand-off from the bed's CNI config.
+late_runtime_handler = "$WP_TEST_LATE_RUNTIME_HANDLER"
+cni_conf_dir = "$WP_TEST_CNI_CONF_DIR"
+cni_bin_dir  = "$WP_TEST_CNI_BIN_DIR"
 
 # A sandbox pool: pods naming no pool get a frozen, networked sandbox.
 [[pool]]

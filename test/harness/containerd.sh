@@ -46,7 +46,8 @@ readonly HOST_NETNS_DIR=/var/run/netns
 readonly REGISTRY=/run/warmpool-test
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FIXTURES_SRC=$(cd "$HERE/../fixtures" && pwd)
-readonly HERE FIXTURES_SRC
+PLACEHOLDER_SRC=$(cd "$HERE/../../daemon/cni_placeholder" && pwd)/warmpool-placeholder.c
+readonly HERE FIXTURES_SRC PLACEHOLDER_SRC
 
 log() { echo "containerd.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -78,6 +79,13 @@ readonly LOGFILE=$DIR/containerd.log
 readonly HSTATE=$DIR/harness   # harness bookkeeping
 readonly RUNC_ROOT=$DIR/runc
 readonly IPAM_DIR=$DIR/cni/ipam
+# The bed's CNI plugin dir: Debian's plugins (symlinks) plus warmpool's
+# placeholder plugin, built here from daemon/cni_placeholder/.
+readonly BED_CNI_BIN_DIR=$DIR/cni/bin
+# network = "late" pools: containerd runtime handler LATE_HANDLER (runc, like
+# the default) whose own CNI conf dir holds only the placeholder network.
+readonly LATE_HANDLER=warmpool-late
+readonly LATE_CNI_CONF_DIR=$DIR/cni/late.d
 readonly NETNS_DIR=$DIR/state/io.containerd.grpc.v1.cri/netns
 readonly START_TIMEOUT=${WP_TEST_START_TIMEOUT:-30}
 
@@ -327,6 +335,23 @@ EOF
   # up each pod's lo itself).
   printf '{"cniVersion":"1.0.0","name":"%s",%s\n' "$NET_NAME" "${bridge_conf#\{}" >"$HSTATE/cni-plugins/bridge.json"
   printf '{"cniVersion":"1.0.0","name":"%s",%s\n' "$NET_NAME" "${portmap_conf#\{}" >"$HSTATE/cni-plugins/portmap.json"
+
+  # The late handler's placeholder network and the plugin dir holding it.
+  mkdir -p "$BED_CNI_BIN_DIR" "$LATE_CNI_CONF_DIR"
+  local plugin
+  for plugin in "$CNI_BIN_DIR"/*; do
+    ln -sfn "$plugin" "$BED_CNI_BIN_DIR/$(basename "$plugin")"
+  done
+  "${CC:-gcc}" -static -O2 -Wall -o "$BED_CNI_BIN_DIR/warmpool-placeholder.tmp" "$PLACEHOLDER_SRC" \
+    || die "compiling $PLACEHOLDER_SRC failed"
+  mv -f "$BED_CNI_BIN_DIR/warmpool-placeholder.tmp" "$BED_CNI_BIN_DIR/warmpool-placeholder"
+  cat >"$LATE_CNI_CONF_DIR/10-warmpool-placeholder.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "warmpool-placeholder",
+  "plugins": [ { "type": "warmpool-placeholder" } ]
+}
+EOF
 }
 
 # Best-effort CNI DEL of a sandbox's network (what StopPodSandbox would do):
@@ -387,7 +412,7 @@ disabled_plugins = [
     disable_tcp_service = true
 
     [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = "$CNI_BIN_DIR"
+      bin_dir = "$BED_CNI_BIN_DIR"
       conf_dir = "$DIR/cni/net.d"
       max_conf_num = 1
 
@@ -400,6 +425,16 @@ disabled_plugins = [
 
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
           SystemdCgroup = $([[ "${WP_TEST_SYSTEMD_CGROUP:-0}" == 1 ]] && echo true || echo false)
+          Root = "$RUNC_ROOT"
+
+      # warmpool's network = "late" pools: runc as above, placeholder network.
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$LATE_HANDLER]
+        runtime_type = "io.containerd.runc.v2"
+        cni_conf_dir = "$LATE_CNI_CONF_DIR"
+        cni_max_conf_num = 1
+
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$LATE_HANDLER.options]
+          SystemdCgroup = false
           Root = "$RUNC_ROOT"
 EOF
 }
@@ -422,7 +457,9 @@ export WP_TEST_POD_GATEWAY=10.231.$n.1
 export WP_TEST_BRIDGE=wpt$n
 export WP_TEST_CNI_NETWORK=$NET_NAME
 export WP_TEST_CNI_CONF_DIR=$DIR/cni/net.d
-export WP_TEST_CNI_BIN_DIR=$CNI_BIN_DIR
+export WP_TEST_CNI_BIN_DIR=$BED_CNI_BIN_DIR
+export WP_TEST_LATE_RUNTIME_HANDLER=$LATE_HANDLER
+export WP_TEST_LATE_CNI_CONF_DIR=$LATE_CNI_CONF_DIR
 export WP_TEST_CGROUP_PARENT=$CGROUP_PARENT
 export WP_TEST_FIXTURES=$fixtures
 EOF

@@ -69,7 +69,7 @@ class HandoffTest : public ::testing::Test {
     std::string pools;
     if (pool_size >= 0) {
       pools = "[[pool]]\nname = \"any\"\nsize = " + std::to_string(pool_size) +
-              "\ndefault = true\n[pool.sandbox]\n"
+              "\nnetwork = \"early\"\ndefault = true\n[pool.sandbox]\n"
               "dns = { servers = [\"127.0.0.1\"] }\n";
     }
     // WarmpooldProcess writes [daemon]; rewrite the whole file the same way.
@@ -85,7 +85,7 @@ class HandoffTest : public ::testing::Test {
     o.extra_daemon_config =
         "pool_cgroup_parent = \"" + pool_parent_ + "\"";  // containerd_root: asked of containerd
     o.extra_config = "[[pool]]\nname = \"any\"\nsize = " + std::to_string(pool_size) +
-                     "\ndefault = true\n[pool.sandbox]\n"
+                     "\nnetwork = \"early\"\ndefault = true\n[pool.sandbox]\n"
                      "dns = { servers = [\"127.0.0.1\"] }\n";
     daemon_ = std::make_unique<WarmpooldProcess>(o);
     ASSERT_EQ(daemon_->Start(), "");

@@ -125,6 +125,7 @@ std::string PoolsToml(const std::vector<TestPool>& pools) {
     out << "[[pool]]\n"
         << "name = " << TomlString(p.name) << "\n"
         << "size = " << p.size << "\n"
+        << "network = " << TomlString(p.network) << "\n"
         << "[pool.sandbox]\n"
         << "dns = { servers = [\"127.0.0.1\"] }\n";
     for (const TestPool::Container& c : p.containers) {

@@ -48,6 +48,9 @@ class AdminClient {
 struct TestPool {
   std::string name;
   int size = 1;
+  // "early": CNI when the entry is made (the bed's bridge network); "late"
+  // needs the daemon's late network keys (late_network_test).
+  std::string network = "early";
   struct Container {
     std::string name = "app";
     std::string image;  // required

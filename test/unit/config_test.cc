@@ -575,6 +575,31 @@ TEST(ConfigErrorTest, MetricsMustBeLoopback) {
   EXPECT_TRUE(remote.daemon.metrics_allow_non_loopback);
 }
 
+TEST(ConfigTest, LateNetworkKeys) {
+  Config c = MustParse(
+      "[daemon]\nlate_runtime_handler = \"wp-late\"\ncni_conf_dir = \"/etc/cni/net.d\"\n"
+      "cni_bin_dir = \"/opt/cni/bin:/usr/lib/cni\"\n");
+  EXPECT_EQ(c.daemon.late_runtime_handler, "wp-late");
+  EXPECT_EQ(c.daemon.cni_conf_dir, "/etc/cni/net.d");
+  EXPECT_EQ(c.daemon.cni_bin_dir, "/opt/cni/bin:/usr/lib/cni");
+  EXPECT_EQ(Errors("[daemon]\ncni_conf_dir = \"net.d\"\n"),
+            "t.toml:2:16: daemon.cni_conf_dir: must be an absolute path, got \"net.d\"");
+  EXPECT_THAT(Errors("[daemon]\ncni_bin_dir = \"/opt/cni/bin:bin\"\n"),
+              HasSubstr("daemon.cni_bin_dir: must be an absolute path (or several"));
+  EXPECT_THAT(Errors("[daemon]\nlate_runtime_handler = \"\"\n"),
+              HasSubstr("daemon.late_runtime_handler: must name"));
+  // A late pool stands in for the default handler only.
+  EXPECT_THAT(Errors("[[pool]]\nname = \"k\"\nsize = 1\n[pool.sandbox]\n"
+                     "runtime_handler = \"kata\"\n"),
+              HasSubstr("pool[0].sandbox: network = \"late\" makes entries through "
+                        "daemon.late_runtime_handler"));
+  EXPECT_EQ(MustParse("[[pool]]\nname = \"k\"\nsize = 1\nnetwork = \"early\"\n"
+                      "[pool.sandbox]\nruntime_handler = \"kata\"\n")
+                .pools[0]
+                .network,
+            NetworkTiming::kEarly);
+}
+
 TEST(ConfigErrorTest, ListenEqualsUpstream) {
   EXPECT_EQ(Errors("[daemon]\nlisten = \"/run/c.sock\"\nupstream = \"/run/c.sock\"\n"),
             "t.toml:3:12: daemon.upstream: must differ from listen: warmpoold would forward every "

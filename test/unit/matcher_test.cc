@@ -25,6 +25,8 @@ PoolConfig WebPool() {
   PoolConfig pool;
   pool.name = "web";
   pool.size = 2;
+  // Early: entries have their network already (late: see LateNetwork* below).
+  pool.network = NetworkTiming::kEarly;
   pool.sandbox.seccomp.type = SecurityProfile::Type::kRuntimeDefault;
   pool.sandbox.dns.servers = {"10.0.0.53"};  // not what the pod asks: dns is fixable
   ContainerTemplate app;
@@ -305,7 +307,14 @@ TEST(MatchSandbox, EachNonFixableFieldChangedMisses) {
        "port_mappings",
        "config.port_mappings[0]: pod asks {protocol: TCP container_port: 9090 host_port: 19090}, "
        "pool has none "
-       "(pool entries have no host ports)"},
+       "(pool entries have no host ports; network = \"late\" serves them)"},
+      {"bandwidth annotation on an early pool",
+       [](auto* r) {
+         (*r->mutable_config()->mutable_annotations())["kubernetes.io/ingress-bandwidth"] = "10M";
+       },
+       "bandwidth",
+       "config.annotations[kubernetes.io/ingress-bandwidth]: pod asks \"10M\", pool has network = "
+       "\"early\""},
       {"windows config",
        [](auto* r) { r->mutable_config()->mutable_windows()->mutable_security_context(); },
        "windows", "config.windows: pod asks {security_context {}}, pool has absent"},
@@ -390,6 +399,33 @@ TEST(MatchSandbox, EachFixableFieldChangedStillHits) {
     ASSERT_NE(r.pool, nullptr);
     EXPECT_EQ(r.pool->name, "web");
   }
+}
+
+TEST(MatchSandbox, LateNetworkServesHostPortsAndBandwidth) {
+  PoolConfig pool = WebPool();
+  pool.network = NetworkTiming::kLate;
+  v1::RunPodSandboxRequest req = KubeletSandbox();
+  v1::PortMapping* p = req.mutable_config()->add_port_mappings();
+  p->set_container_port(9090);
+  p->set_host_port(19090);
+  p->set_host_ip("127.0.0.1");
+  (*req.mutable_config()->mutable_annotations())["kubernetes.io/egress-bandwidth"] = "1M";
+  MatchResult r = MatchSandbox(req, {pool});
+  EXPECT_TRUE(r.hit) << r.reason;
+  // The rest is still compared.
+  Sc(&req)->set_privileged(true);
+  r = MatchSandbox(req, {pool});
+  EXPECT_FALSE(r.hit);
+  EXPECT_EQ(r.reason_code, "security_context");
+  // A late pool in the node's network namespace has no CNI to run.
+  pool.sandbox.namespaces.network = NamespaceMode::kNode;
+  const v1::PortMapping host_port = *p;
+  req = KubeletSandbox();
+  Sc(&req)->mutable_namespace_options()->set_network(v1::NODE);
+  *req.mutable_config()->add_port_mappings() = host_port;
+  r = MatchSandbox(req, {pool});
+  EXPECT_FALSE(r.hit);
+  EXPECT_EQ(r.reason_code, "port_mappings");
 }
 
 TEST(MatchSandbox, PoolTemplateFieldsAreCompared) {

@@ -126,6 +126,13 @@ AdoptionRecord FullRecord(const std::string& id, int seed = 1) {
                           .created_at_ns = -1,
                           .started_at_ns = 0});
   r.unclaimed_containers = {"u1", "u2"};
+  r.late_network.state = AdoptionRecord::LateNetwork::State::kAdded;
+  r.late_network.netns_path = "/run/netns/cni-" + std::to_string(seed);
+  r.late_network.conflist = R"({"cniVersion":"1.0.0","plugins":[{"type":"bridge"}]})";
+  r.late_network.cni_args = "K8S_POD_NAME=p" + std::to_string(seed);
+  r.late_network.capability_args = R"({"portMappings":[]})";
+  r.late_network.ifname = "eth0";
+  r.late_network.result = Binary(seed + 2, 50);
   return r;
 }
 
@@ -194,6 +201,15 @@ TEST_F(StateStoreTest, PutGetAllRoundTripEveryField) {
     store = MustOpen();
     ASSERT_TRUE(store);
     EXPECT_EQ(store->Get("aaaa"), a) << PhaseName(phase);
+  }
+  using NetState = AdoptionRecord::LateNetwork::State;
+  for (NetState state : {NetState::kAdding, NetState::kAdded, NetState::kReleased}) {
+    a.late_network.state = state;
+    ASSERT_TRUE(store->Put(a).ok());
+    store.reset();
+    store = MustOpen();
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->Get("aaaa"), a) << int(state);
   }
   EXPECT_THAT(store->load_problems(), IsEmpty());
 }
