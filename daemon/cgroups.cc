@@ -699,6 +699,65 @@ absl::StatusOr<uint64_t> Cgroups::CpuUsageNanos(const std::string& path) {
   return *v * 1000;
 }
 
+absl::StatusOr<uint64_t> Cgroups::MemoryWorkingSet(const std::string& path) {
+  absl::StatusOr<uint64_t> usage = MemoryUsage(path);
+  if (!usage.ok()) return usage.status();
+  const Hierarchy* h = Find("memory");
+  std::string key = "total_inactive_file";
+  if (h == nullptr) {
+    h = Find("unified");
+    key = "inactive_file";
+  }
+  absl::StatusOr<std::string> stat = ReadFile(*h, path, "memory.stat");
+  if (!stat.ok()) return stat.status();
+  uint64_t inactive = 0;
+  if (std::optional<std::string> v = KeyedValue(*stat, key)) {
+    absl::StatusOr<uint64_t> n = ParseU64(*v, absl::StrCat("memory.stat ", key, " of ", path));
+    if (n.ok()) inactive = *n;
+  }
+  return inactive < *usage ? *usage - inactive : 0;
+}
+
+absl::Status Cgroups::ApplyLimits(const std::string& path, const Limits& limits) {
+  WP_RETURN_IF_ERROR(ValidatePath(path, /*allow_root=*/false));
+  if (const Hierarchy* cpu = Find("cpu")) {
+    if (limits.cpu_shares > 0) {
+      WP_RETURN_IF_ERROR(WriteFile(*cpu, path, "cpu.shares", absl::StrCat(limits.cpu_shares)));
+    }
+    if (limits.cpu_period > 0) {
+      WP_RETURN_IF_ERROR(
+          WriteFile(*cpu, path, "cpu.cfs_period_us", absl::StrCat(limits.cpu_period)));
+    }
+    if (limits.cpu_quota != 0) {
+      WP_RETURN_IF_ERROR(WriteFile(*cpu, path, "cpu.cfs_quota_us",
+                                   absl::StrCat(limits.cpu_quota > 0 ? limits.cpu_quota : -1)));
+    }
+  } else if (const Hierarchy* u = Find("unified")) {
+    if (limits.cpu_shares > 0) {
+      // runc's ConvertCPUSharesToCgroupV2Value: [2, 262144] -> [1, 10000].
+      const int64_t weight = 1 + ((limits.cpu_shares - 2) * 9999) / 262142;
+      WP_RETURN_IF_ERROR(WriteFile(*u, path, "cpu.weight", absl::StrCat(weight)));
+    }
+    if (limits.cpu_quota != 0 || limits.cpu_period > 0) {
+      const int64_t period = limits.cpu_period > 0 ? limits.cpu_period : 100000;
+      WP_RETURN_IF_ERROR(WriteFile(
+          *u, path, "cpu.max",
+          absl::StrCat(limits.cpu_quota > 0 ? absl::StrCat(limits.cpu_quota) : "max", " ",
+                       period)));
+    }
+  }
+  if (const Hierarchy* mem = Find("memory")) {
+    WP_RETURN_IF_ERROR(WriteFile(
+        *mem, path, "memory.limit_in_bytes",
+        absl::StrCat(limits.memory_limit_bytes > 0 ? limits.memory_limit_bytes : -1)));
+  } else if (const Hierarchy* u = Find("unified")) {
+    WP_RETURN_IF_ERROR(WriteFile(
+        *u, path, "memory.max",
+        limits.memory_limit_bytes > 0 ? absl::StrCat(limits.memory_limit_bytes) : "max"));
+  }
+  return absl::OkStatus();
+}
+
 // ---- Cgroups: create and remove ---------------------------------------------------
 
 // rmdir by hand, leaves first, in every hierarchy. Not libcgroup's

@@ -120,6 +120,24 @@ class Cgroups {
   // hierarchy is mounted, else v2 cpu.stat usage_usec * 1000.
   absl::StatusOr<uint64_t> CpuUsageNanos(const std::string& path);
 
+  // The working set as cAdvisor and kubelet compute it: memory usage minus
+  // inactive file cache (v1 memory.stat total_inactive_file, v2
+  // inactive_file), never below 0.
+  absl::StatusOr<uint64_t> MemoryWorkingSet(const std::string& path);
+
+  // A container's CRI resource limits on the cgroup at `path`, as runc
+  // applies them: v1 cpu.shares, cpu.cfs_period_us, cpu.cfs_quota_us,
+  // memory.limit_in_bytes; v2 cpu.weight (from shares, runc's formula),
+  // cpu.max, memory.max. 0 leaves a CPU value alone; quota <= 0 and
+  // memory_limit 0 mean unlimited.
+  struct Limits {
+    int64_t cpu_shares = 0;
+    int64_t cpu_quota = 0;
+    int64_t cpu_period = 0;
+    int64_t memory_limit_bytes = 0;
+  };
+  absl::Status ApplyLimits(const std::string& path, const Limits& limits);
+
   // Removes the subtree at `path`, leaves first, in EVERY hierarchy (v1,
   // named v1 and unified). A hierarchy where it does not exist is fine, so
   // this is idempotent. A cgroup that still has tasks is kFailedPrecondition

@@ -789,6 +789,20 @@ void ParseReady(const Section& r, Diagnostics& diag, ReadyCheck* ready) {
   }
 }
 
+}  // namespace
+
+// kubelet's pkg/securitycontext defaults (procMount Default, not privileged).
+std::vector<std::string> KubeletDefaultMaskedPaths() {
+  return {"/proc/asound",       "/proc/acpi",        "/proc/kcore",       "/proc/keys",
+          "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+          "/proc/scsi",          "/sys/firmware",     "/sys/devices/virtual/powercap"};
+}
+std::vector<std::string> KubeletDefaultReadonlyPaths() {
+  return {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
+}
+
+namespace {
+
 void ParseContainer(const Section& s, Diagnostics& diag, ContainerTemplate* c) {
   c->source_line = static_cast<int>(s.where().line);
   if (!s.Has("name")) s.Missing("name", "every container needs a name, unique in its pool");
@@ -811,6 +825,18 @@ void ParseContainer(const Section& s, Diagnostics& diag, ContainerTemplate* c) {
     }
   }
   s.ReadString("working_dir", &c->working_dir);
+  ReadSecurityProfile(s, "seccomp", &c->seccomp);
+  ReadSecurityProfile(s, "apparmor", &c->apparmor);
+  for (const char* key : {"masked_paths", "readonly_paths"}) {
+    std::vector<std::string> paths;
+    if (!s.ReadStringArray(key, &paths)) continue;
+    for (const std::string& p : paths) {
+      if (p.empty() || p.front() != '/') {
+        s.Error(key, Cat("must list absolute paths, got ", Quoted(p)));
+      }
+    }
+    (std::string_view(key) == "masked_paths" ? c->masked_paths : c->readonly_paths) = paths;
+  }
   if (const toml::table* resources = s.ReadTable("resources")) {
     Section r(*resources, s.KeyPath("resources"), diag,
               {"cpu_shares", "cpu_quota", "cpu_period", "memory_limit"}, &s.where());
@@ -902,7 +928,8 @@ void ParsePool(const Section& s, Diagnostics& diag, PoolConfig* pool, PoolNodes*
         continue;
       }
       Section c(*table, path, diag,
-                {"name", "image", "command", "args", "env", "working_dir", "resources", "ready"},
+                {"name", "image", "command", "args", "env", "working_dir", "resources", "ready", "seccomp",
+                 "apparmor", "masked_paths", "readonly_paths"},
                 &s.where());
       ContainerTemplate container;
       ParseContainer(c, diag, &container);

@@ -52,10 +52,28 @@ struct ContainerResources {
   bool operator==(const ContainerResources&) const = default;
 };
 
+// A seccomp or AppArmor profile. TOML strings:
+//   ""                 kUnset: the pod sets no profile
+//   "runtime/default"  kRuntimeDefault
+//   "unconfined"       kUnconfined
+//   "localhost/<ref>"  kLocalhost, localhost_ref = "<ref>" (non-empty)
+struct SecurityProfile {
+  enum class Type { kUnset, kRuntimeDefault, kUnconfined, kLocalhost };
+  Type type = Type::kUnset;
+  std::string localhost_ref;
+
+  bool operator==(const SecurityProfile&) const = default;
+};
+
+// Kubelet's defaults for a non-privileged container (procMount Default):
+// what it sends as masked_paths / readonly_paths, so a template must too.
+std::vector<std::string> KubeletDefaultMaskedPaths();
+std::vector<std::string> KubeletDefaultReadonlyPaths();
+
 // One `[[pool.container]]`: a container pre-created and started in every
 // entry of an app pool.
 struct ContainerTemplate {
-  std::string name;   // required, DNS label, unique within its pool
+  std::string name;   // required, DNS label, unique within its pool; the pod's container name
   std::string image;  // required
   std::vector<std::string> command;
   std::vector<std::string> args;
@@ -63,6 +81,14 @@ struct ContainerTemplate {
   std::string working_dir;
   ContainerResources resources;
   ReadyCheck ready;     // required in TOML: an app pool must say when init is done
+  // The container's own security settings, as kubelet sends them. seccomp
+  // unset = Unconfined (kubelet's default for containers without
+  // --seccomp-default); apparmor unset = absent. masked/readonly paths
+  // default to kubelet's lists (empty for a privileged pool).
+  SecurityProfile seccomp;
+  SecurityProfile apparmor;
+  std::optional<std::vector<std::string>> masked_paths;
+  std::optional<std::vector<std::string>> readonly_paths;
   int source_line = 0;  // line of the `[[pool.container]]` header
 
   bool operator==(const ContainerTemplate&) const = default;
@@ -80,19 +106,6 @@ struct NamespaceOptions {
   NamespaceMode ipc = NamespaceMode::kPod;        // "pod" | "node"
 
   bool operator==(const NamespaceOptions&) const = default;
-};
-
-// A seccomp or AppArmor profile. TOML strings:
-//   ""                 kUnset: the pod sets no profile
-//   "runtime/default"  kRuntimeDefault
-//   "unconfined"       kUnconfined
-//   "localhost/<ref>"  kLocalhost, localhost_ref = "<ref>" (non-empty)
-struct SecurityProfile {
-  enum class Type { kUnset, kRuntimeDefault, kUnconfined, kLocalhost };
-  Type type = Type::kUnset;
-  std::string localhost_ref;
-
-  bool operator==(const SecurityProfile&) const = default;
 };
 
 struct DnsConfig {

@@ -4,8 +4,10 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -22,17 +24,17 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kRunPodSandbox = "/runtime.v1.RuntimeService/RunPodSandbox";
 constexpr const char* kRemovePodSandbox = "/runtime.v1.RuntimeService/RemovePodSandbox";
 constexpr const char* kStopPodSandbox = "/runtime.v1.RuntimeService/StopPodSandbox";
+constexpr const char* kCreateContainer = "/runtime.v1.RuntimeService/CreateContainer";
+constexpr const char* kStartContainer = "/runtime.v1.RuntimeService/StartContainer";
+constexpr const char* kStopContainer = "/runtime.v1.RuntimeService/StopContainer";
+constexpr const char* kRemoveContainer = "/runtime.v1.RuntimeService/RemoveContainer";
+constexpr const char* kUpdateContainerResources =
+    "/runtime.v1.RuntimeService/UpdateContainerResources";
+constexpr const char* kContainerStats = "/runtime.v1.RuntimeService/ContainerStats";
 constexpr int kWorkers = 4;
 
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string PodName(const v1::PodSandboxConfig& c) {
-  return c.metadata().namespace_() + "/" + c.metadata().name();
-}
+int64_t NowNs() { return UnixNowNs(); }
+std::string PodName(const v1::PodSandboxConfig& c) { return PodNameOf(c); }
 
 // Replaces a file's content in place (same inode: bind mounts of it see the
 // new content) and syncs it. A missing file is NotFound.
@@ -65,6 +67,26 @@ std::string HostResolvConf() {
   ss << in.rdbuf();
   return ss.str();
 }
+
+}  // namespace
+
+AdoptedContainerView ContainerViewOf(const AdoptionRecord& r, const AdoptionRecord::Container& c) {
+  AdoptedContainerView view;
+  view.container_id = c.container_id;
+  view.sandbox_id = r.sandbox_id;
+  v1::CreateContainerRequest req;
+  req.ParseFromString(c.create_request);
+  view.config = req.config();
+  v1::RunPodSandboxRequest run;
+  run.ParseFromString(r.run_request);
+  const std::string& dir = run.config().log_directory();
+  view.log_path = dir.empty() ? view.config.log_path() : dir + "/" + view.config.log_path();
+  view.created_at_ns = c.created_at_ns;
+  view.started_at_ns = c.started_at_ns;
+  return view;
+}
+
+namespace {
 
 AdoptedView ViewOf(const AdoptionRecord& r) {
   AdoptedView view;
@@ -107,7 +129,7 @@ class Handoff::StopRewriter final : public cri::CallRewriter {
     }
     const std::string id = req.pod_sandbox_id();
     if (handoff_->objects_->Contains(id)) return done(LocalAnswer{SandboxNotFoundQuoted(id), {}});
-    handoff_->ReleaseThenForward(id, std::move(done));
+    handoff_->StopSandbox(id, std::move(done));
   }
 
  private:
@@ -139,6 +161,32 @@ class Handoff::RemoveRewriter final : public cri::CallRewriter {
   std::string id_;
 };
 
+// The container calls of adopted pods: each decides through one member.
+class Handoff::ContainerCallRewriter final : public cri::CallRewriter {
+ public:
+  using DecideFn = void (Handoff::*)(const grpc::ByteBuffer&, DecideCallback);
+  ContainerCallRewriter(Handoff* handoff, DecideFn decide, bool removal)
+      : handoff_(handoff), decide_(decide), removal_(removal) {}
+  void Decide(const grpc::ByteBuffer& request, DecideCallback done) override {
+    if (removal_) {
+      v1::RemoveContainerRequest req;
+      if (cri::ParseMessage(request, &req).ok()) id_ = req.container_id();
+      return done(std::nullopt);
+    }
+    (handoff_->*decide_)(request, std::move(done));
+  }
+  grpc::Status OnResponse(grpc::ByteBuffer*, bool*) override {
+    if (removal_ && !id_.empty()) handoff_->ContainerRemoved(id_);
+    return grpc::Status::OK;
+  }
+
+ private:
+  Handoff* handoff_;
+  DecideFn decide_;
+  bool removal_;
+  std::string id_;
+};
+
 Handoff::Handoff(PoolManager* pools, PoolObjects* objects, StateStore* store, Cgroups* cgroups,
                  RuntimeClient* runtime, std::string containerd_root)
     : pools_(pools),
@@ -150,7 +198,10 @@ Handoff::Handoff(PoolManager* pools, PoolObjects* objects, StateStore* store, Cg
       own_placement_(std::make_unique<ContainerCgroups>(cgroups, nullptr)),
       placement_(own_placement_.get()),
       decisions_(store) {
+  objects_->SetStatsSource(
+      [this](const AdoptedContainerView& view, v1::ContainerStats* out) { return Stats(view, out); });
   for (int i = 0; i < kWorkers; ++i) workers_.emplace_back([this] { WorkLoop(); });
+  reaper_ = std::thread([this] { ReapLoop(); });
 }
 
 Handoff::~Handoff() {
@@ -159,13 +210,28 @@ Handoff::~Handoff() {
     stopping_ = true;
   }
   cv_.notify_all();
+  reaper_cv_.notify_all();
   for (auto& t : workers_) t.join();
+  reaper_.join();
 }
 
 std::unique_ptr<cri::CallRewriter> Handoff::ForMethod(const std::string& method) {
+  using R = ContainerCallRewriter;
   if (method == kRunPodSandbox) return std::make_unique<RunRewriter>(this);
   if (method == kRemovePodSandbox) return std::make_unique<RemoveRewriter>(this);
   if (method == kStopPodSandbox) return std::make_unique<StopRewriter>(this);
+  if (method == kCreateContainer) return std::make_unique<R>(this, &Handoff::DecideCreate, false);
+  if (method == kStartContainer) return std::make_unique<R>(this, &Handoff::DecideStart, false);
+  if (method == kStopContainer) {
+    return std::make_unique<R>(this, &Handoff::DecideStopContainer, false);
+  }
+  if (method == kRemoveContainer) return std::make_unique<R>(this, nullptr, true);
+  if (method == kUpdateContainerResources) {
+    return std::make_unique<R>(this, &Handoff::DecideUpdateResources, false);
+  }
+  if (method == kContainerStats) {
+    return std::make_unique<R>(this, &Handoff::DecideContainerStats, false);
+  }
   return nullptr;
 }
 
@@ -249,11 +315,13 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
   const std::vector<PoolConfig> pools = pools_->PoolConfigs();
   MatchResult match = MatchSandbox(req, pools);
   const std::string pod = PodName(req.config());
-  if (match.hit && !match.pool->is_sandbox_pool()) {
+  if (match.hit && !match.pool->is_sandbox_pool() &&
+      IsSystemdSlice(req.config().linux().cgroup_parent())) {
     match.hit = false;
-    match.reason_code = "app_pool";
+    match.reason_code = "systemd_driver";
     match.reason = "pool \"" + match.pool->name +
-                   "\" has pre-started containers; handing those to pods is not implemented yet";
+                   "\" has pre-started containers; handing those over under the systemd cgroup "
+                   "driver is not supported yet";
   }
   if (!match.hit) {
     Count(match.reason_code);
@@ -343,6 +411,8 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   record.adopted_at_ns = NowNs();
   record.cgroup_parent = parent;
   record.pod_ip = claimed.info.pod_ip;
+  record.template_hash = claimed.template_hash;
+  record.unclaimed_containers = claimed.info.container_ids;
   record.phase = AdoptionRecord::Phase::kClaimed;
   if (late_network) {
     // Everything a DEL needs is durable before any ADD runs.
@@ -350,26 +420,49 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
     if (!net.ok()) return fail(net.status());
     record.late_network = *net;
   }
-  if (absl::Status s = store_->Put(record); !s.ok()) {
+  // Not fsync'd without a late network: after a crash recovery rolls a
+  // claimed record back, and a claim lost to a power failure leaves a
+  // pool-labelled sandbox that the pool manager's recovery removes. With one,
+  // the CNI DEL arguments must survive anything.
+  if (absl::Status s = store_->Put(record, late_network ? StateStore::Durability::kPowerLoss
+                                                        : StateStore::Durability::kProcessCrash);
+      !s.ok()) {
     record.late_network = {};  // nothing ran: nothing to release
     return fail(s);
   }
 
   // Every process into kubelet's pod cgroup, one cgroup per container, as
   // containerd would have placed them with the driver the parent names
-  // (daemon/systemd_cgroups.h).
+  // (daemon/systemd_cgroups.h). Pre-started containers stay frozen until
+  // kubelet starts them: they go into a cgroup frozen before they arrive
+  // (cgroupfs only: Decide sends app pools under a systemd slice cold).
   std::vector<std::string> children = KernelEntryCgroups(cgroups_).Children(claimed.cgroup_path);
   const v1::LinuxContainerResources sandbox_resources = SandboxContainerResources();
   for (const std::string& child : children) {
     const std::string id = ContainerIdOfCgroup(child);
     const bool is_sandbox = id == sandbox_id;
     moved.push_back(id);
+    if (!is_sandbox) {
+      const std::string to = parent + "/" + id;
+      if (absl::Status s = cgroups_->Create(to); !s.ok()) return fail(s);
+      if (absl::Status s = cgroups_->Freeze(to); !s.ok()) return fail(s);
+      if (absl::Status s = cgroups_->MoveProcs(claimed.cgroup_path + "/" + child, to); !s.ok()) {
+        return fail(s);
+      }
+      continue;
+    }
     if (absl::Status s = placement_->MoveContainer(claimed.cgroup_path + "/" + child, parent, id,
                                                    is_sandbox,
                                                    is_sandbox ? &sandbox_resources : nullptr);
         !s.ok()) {
       return fail(s);
     }
+  }
+  std::vector<Prestarted> prestarted;
+  if (!claimed.info.container_ids.empty()) {
+    auto listed = ListPrestarted(sandbox_id);
+    if (!listed.ok()) return fail(listed.status());
+    prestarted = std::move(*listed);
   }
   (void)cgroups_->Thaw(claimed.cgroup_path);
   if (absl::Status s = placement_->RemoveTree(claimed.cgroup_path); !s.ok()) return fail(s);
@@ -420,6 +513,11 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   record.phase = AdoptionRecord::Phase::kDone;
   if (absl::Status s = store_->Put(record); !s.ok()) return fail(s);
   objects_->AddAdopted(ViewOf(record));
+  if (!prestarted.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    unclaimed_[sandbox_id] =
+        Unclaimed{sandbox_id, std::move(prestarted), Clock::now() + kUnclaimedTimeout};
+  }
   return sandbox_id;
 }
 
@@ -441,7 +539,9 @@ absl::StatusOr<std::string> Handoff::CriRoot() {
 
 void Handoff::RollBack(const PoolManager::Claimed& claimed, const std::string& cgroup_parent,
                        const std::vector<std::string>& moved) {
-  // Processes already moved die with the sandbox; then their cgroups go.
+  // Processes already moved die with the sandbox (thawed first: a frozen task
+  // cannot die); then their cgroups go.
+  for (const std::string& child : moved) (void)cgroups_->Thaw(cgroup_parent + "/" + child);
   pools_->DestroyClaimed(claimed);
   for (const std::string& id : moved) {
     if (absl::Status s = placement_->RemoveMoved(cgroup_parent, id); !s.ok()) {
@@ -455,12 +555,32 @@ void Handoff::RollBack(const PoolManager::Claimed& claimed, const std::string& c
 void Handoff::Forget(const std::string& sandbox_id) {
   auto record = store_->Get(sandbox_id);
   objects_->RemoveAdopted(sandbox_id);
-  if (record) {
-    // runc removed the cgroup it knew (the entry's); the moved one is ours.
-    if (absl::Status s = placement_->RemoveMoved(record->cgroup_parent, sandbox_id); !s.ok()) {
-      spdlog::warn("sandbox {}: removing its cgroup: {}", sandbox_id.substr(0, 13), s.message());
-    }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    unclaimed_.erase(sandbox_id);
   }
+  if (record) {
+    // runc removed the cgroups it knew (the entry's); the moved ones are ours.
+    std::vector<std::string> ids = {sandbox_id};
+    for (const auto& c : record->containers) {
+      ids.push_back(c.container_id);
+      objects_->RemoveAdoptedContainer(c.container_id);
+    }
+    for (const auto& id : record->unclaimed_containers) {
+      ids.push_back(id);
+      objects_->Remove(id);
+    }
+    for (const std::string& id : ids) {
+      (void)cgroups_->Thaw(record->cgroup_parent + "/" + id);
+      if (absl::Status s = placement_->RemoveMoved(record->cgroup_parent, id); !s.ok()) {
+        spdlog::warn("sandbox {}: removing the cgroup of {}: {}", sandbox_id.substr(0, 13),
+                     id.substr(0, 13), s.message());
+      }
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(pools_->EntryLogDir(record->entry_id), ec);
+  }
+  std::lock_guard<std::mutex> lock(record_mu_);
   if (absl::Status s = store_->Remove(sandbox_id); !s.ok()) {
     spdlog::warn("sandbox {}: removing its hand-off record: {}", sandbox_id.substr(0, 13),
                  s.message());
@@ -485,6 +605,16 @@ absl::Status Handoff::Recover() {
       }
       if (!exists.ok()) return exists;  // upstream trouble: try again at the next start
       objects_->AddAdopted(ViewOf(r));
+      for (const auto& c : r.containers) objects_->AddAdoptedContainer(ContainerViewOf(r, c));
+      if (!r.unclaimed_containers.empty()) {
+        // Nobody can claim them any more (their names are not kept): remove.
+        for (const auto& id : r.unclaimed_containers) objects_->AddContainer(id);
+        std::lock_guard<std::mutex> lock(mu_);
+        Unclaimed u{r.sandbox_id, {}, Clock::now()};
+        for (const auto& id : r.unclaimed_containers) u.containers.push_back({id, "", ""});
+        unclaimed_[r.sandbox_id] = std::move(u);
+        reaper_cv_.notify_all();
+      }
       continue;
     }
     // A hand-off cut short: kubelet never got this sandbox. Undo it.
@@ -503,7 +633,9 @@ absl::Status Handoff::Recover() {
     // The entry's own cgroup path is derived the way the pool manager makes it.
     claimed.cgroup_path = pools_->EntryCgroupPath(r.pool, r.entry_id);
     // RemoveMoved is idempotent: whatever of the move happened is undone.
-    RollBack(claimed, r.cgroup_parent, {r.sandbox_id});
+    std::vector<std::string> moved = {r.sandbox_id};
+    moved.insert(moved.end(), r.unclaimed_containers.begin(), r.unclaimed_containers.end());
+    RollBack(claimed, r.cgroup_parent, moved);
   }
   return absl::OkStatus();
 }

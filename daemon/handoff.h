@@ -34,11 +34,32 @@
 // systemd (daemon/systemd_cgroups.h), given set_container_cgroups with a
 // systemd connection; a cgroupfs path moves it by cgroupfs.
 //
-// Not yet: adopting an app pool's pre-started containers (CreateContainer /
-// StartContainer), so app pools are not handed out (a miss naming why).
+//
+// App pools (daemon/handoff_containers.cc). At RunPodSandbox the entry's
+// pre-started containers move, still frozen, into their own cgroups under
+// kubelet's cgroup_parent (<cgroup_parent>/<container id>, as the cold path
+// would place them) and are recorded as unclaimed. kubelet's CreateContainer
+// in that sandbox whose config the matcher accepts for the pre-started
+// container of the same name (MatchContainer against the pool's current
+// template, which must still be the one the entry was made from) adopts it:
+//   1. its log is hard-linked to kubelet's log path, and the pool's log path
+//      becomes a symlink to kubelet's, so containerd's shim keeps writing the
+//      same file and a rotation (rename + ReopenContainerLog) reopens
+//      kubelet's path;
+//   2. kubelet's mounts are bind-mounted into its mount namespace;
+//   3. kubelet's resources are applied to its cgroup and oom_score_adj;
+//   4. the adoption is recorded durably, then kubelet gets its id.
+// StartContainer thaws it. A CreateContainer the matcher refuses goes
+// upstream (a cold container in the adopted sandbox) and the pre-started
+// container of that name is removed; unclaimed ones are removed
+// kUnclaimedTimeout after the hand-off, or at StopPodSandbox.
+// containerd keeps measuring and updating the pool's (removed) cgroup of an
+// adopted container, so ContainerStats and UpdateContainerResources of one
+// are answered here, from and on the cgroup its processes are in.
 
 #include <absl/status/status.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -59,6 +80,18 @@
 #include "daemon/systemd_cgroups.h"
 
 namespace warmpool {
+
+inline int64_t UnixNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+inline std::string PodNameOf(const ::runtime::v1::PodSandboxConfig& c) {
+  return c.metadata().namespace_() + "/" + c.metadata().name();
+}
+
+// How kubelet must see the adopted container `c` of record `r`.
+AdoptedContainerView ContainerViewOf(const AdoptionRecord& r, const AdoptionRecord::Container& c);
 
 class Handoff final : public cri::RewritePolicy {
  public:
@@ -90,9 +123,57 @@ class Handoff final : public cri::RewritePolicy {
   // Every decision on a RunPodSandbox (warmpoolctl explain, metrics).
   const DecisionLog& decisions() const { return decisions_; }
 
+  // How long an adopted pod's unclaimed pre-started containers are kept
+  // for kubelet's CreateContainer calls.
+  static constexpr std::chrono::seconds kUnclaimedTimeout{60};
+
  private:
   class RunRewriter;
   class RemoveRewriter;
+  class ContainerCallRewriter;
+
+  // A pre-started container of an adopted sandbox nobody claimed yet.
+  struct Prestarted {
+    std::string container_id;
+    std::string template_name;
+    std::string image_ref;  // the image id it runs
+  };
+  struct Unclaimed {
+    std::string sandbox_id;
+    std::vector<Prestarted> containers;
+    std::chrono::steady_clock::time_point reap_at;
+  };
+
+  // handoff_containers.cc
+  void DecideCreate(const grpc::ByteBuffer& request, cri::CallRewriter::DecideCallback done);
+  void DecideStart(const grpc::ByteBuffer& request, cri::CallRewriter::DecideCallback done);
+  void DecideStopContainer(const grpc::ByteBuffer& request,
+                           cri::CallRewriter::DecideCallback done);
+  void DecideUpdateResources(const grpc::ByteBuffer& request,
+                             cri::CallRewriter::DecideCallback done);
+  void DecideContainerStats(const grpc::ByteBuffer& request,
+                            cri::CallRewriter::DecideCallback done);
+  // StopPodSandbox of an adopted sandbox: unclaimed pre-started containers
+  // go, unstarted adopted ones thaw, the late network is released, then the
+  // call is forwarded.
+  void StopSandbox(const std::string& sandbox_id, cri::CallRewriter::DecideCallback done);
+  void ContainerRemoved(const std::string& container_id);
+  absl::Status AdoptContainer(const v1::CreateContainerRequest& req, const AdoptedView& sandbox,
+                              const Prestarted& p);
+  // The pre-started containers of a freshly adopted sandbox, from containerd.
+  absl::StatusOr<std::vector<Prestarted>> ListPrestarted(const std::string& sandbox_id);
+  // Stops and removes the unclaimed pre-started containers of `sandbox_id`
+  // (ReapOne: one taken out of unclaimed_ already) and their cgroups, and
+  // updates the record.
+  void Reap(const std::string& sandbox_id);
+  void ReapOne(const std::string& sandbox_id, const std::string& container_id);
+  void ReapLoop();
+  bool Stats(const AdoptedContainerView& view, v1::ContainerStats* out);
+  // Read-modify-write of a record under record_mu_.
+  absl::Status UpdateRecord(const std::string& sandbox_id,
+                            const std::function<void(AdoptionRecord&)>& change,
+                            StateStore::Durability durability);
+  std::string CgroupParentOf(const std::string& sandbox_id);
   class StopRewriter;
 
   void Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideCallback done);
@@ -132,8 +213,12 @@ class Handoff final : public cri::RewritePolicy {
   bool stopping_ = false;                   // guarded by mu_
   std::map<std::string, uint64_t> counts_;  // guarded by mu_
   std::string cri_root_;                    // guarded by mu_
+  std::map<std::string, Unclaimed> unclaimed_;  // by sandbox id; guarded by mu_
+  std::mutex record_mu_;  // serialises read-modify-write of records
+  std::condition_variable reaper_cv_;
   std::mutex release_mu_;                   // serialises ReleaseNetwork
   std::vector<std::thread> workers_;
+  std::thread reaper_;
   DecisionLog decisions_;  // thread-safe on its own
 };
 

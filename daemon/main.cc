@@ -158,6 +158,7 @@ int Run(const Config& config, const std::string& config_path) {
   bool recovered = false;
   if (probe.Check()) {
     absl::Status s = handoff.Recover();
+    if (s.ok()) read_filter.SetReady();
     if (s.ok()) s = pools.Start(current);
     if (!s.ok()) {
       spdlog::critical("pools: {}", std::string(s.message()));
@@ -207,6 +208,7 @@ int Run(const Config& config, const std::string& config_path) {
         // pods first, so the pools never mistake them for their entries.
         absl::Status s;
         if (!recovered) s = handoff.Recover();
+        if (s.ok()) read_filter.SetReady();
         if (s.ok() && !recovered) s = pools.Start(current);
         if (!s.ok()) {
           spdlog::critical("pools: {}", std::string(s.message()));

@@ -80,6 +80,12 @@ std::string TemplateHash(const PoolConfig& pool) {
          << c.resources.memory_limit_bytes << '\x1f' << int(c.ready.kind) << ',' << c.ready.port
          << ',' << c.ready.path << ',';
     for (const auto& a : c.ready.exec) text << a << '\x1e';
+    // v2: containers carry their own security settings and kubelet's paths.
+    text << "\x1fv2:" << int(c.seccomp.type) << c.seccomp.localhost_ref << ','
+         << int(c.apparmor.type) << c.apparmor.localhost_ref << ',';
+    for (const auto& p : c.masked_paths.value_or(KubeletDefaultMaskedPaths())) text << p << ',';
+    text << ';';
+    for (const auto& p : c.readonly_paths.value_or(KubeletDefaultReadonlyPaths())) text << p << ',';
   }
   uint64_t h = 1469598103934665603ull;
   for (unsigned char ch : text.str()) {
@@ -476,7 +482,7 @@ absl::Status PoolManager::CreateSteps(const std::string& entry_id, const PoolCon
   }
   if (stopping()) return aborted();
 
-  const std::string log_dir = state_dir + "/pool-logs/" + entry_id;
+  const std::string log_dir = EntryLogDir(entry_id);
   std::error_code ec;
   std::filesystem::create_directories(log_dir, ec);
   if (ec) return absl::InternalError("cannot create " + log_dir + ": " + ec.message());
@@ -867,7 +873,7 @@ std::optional<PoolManager::Claimed> PoolManager::Claim(const std::string& pool_n
     if (best == nullptr || e.info.created_at < best->info.created_at) best = &e;
   }
   if (best == nullptr) return std::nullopt;
-  Claimed claimed{best->info, best->cgroup_path};
+  Claimed claimed{best->info, best->cgroup_path, best->template_hash};
   claimed.info.state = EntryState::kAdopted;
   entries_.erase(best->info.id);
   pit->second.hits++;
@@ -880,6 +886,15 @@ void PoolManager::DestroyClaimed(const Claimed& claimed) {
   e.info = claimed.info;
   e.cgroup_path = claimed.cgroup_path;
   DestroyNow(e);
+}
+
+std::string PoolManager::EntryLogDir(const std::string& entry_id) {
+  std::string state_dir;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_dir = daemon_.state_dir;
+  }
+  return state_dir + "/pool-logs/" + entry_id;
 }
 
 std::string PoolManager::EntryCgroupPath(const std::string& pool, const std::string& entry_id) {

@@ -123,7 +123,8 @@ class PoolManager final : public AdminBackend {
   // An entry taken out of its pool for a hand-off.
   struct Claimed {
     EntryInfo info;
-    std::string cgroup_path;  // where its processes still are
+    std::string cgroup_path;    // where its processes still are
+    std::string template_hash;  // the pool template it was made from
   };
   // Takes the oldest frozen entry of `pool` (made from the pool's current
   // template) for a hand-off: it leaves the pool at once (which refills) and
@@ -133,6 +134,8 @@ class PoolManager final : public AdminBackend {
   void DestroyClaimed(const Claimed& claimed);
   // The cgroup path entry `entry_id` of `pool` was made in.
   std::string EntryCgroupPath(const std::string& pool, const std::string& entry_id);
+  // Where the pool's own container logs of entry `entry_id` are written.
+  std::string EntryLogDir(const std::string& entry_id);
   // The pools as configured now, and whether pools are switched off.
   std::vector<PoolConfig> PoolConfigs();
   bool passthrough();

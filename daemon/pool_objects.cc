@@ -54,6 +54,30 @@ int PoolObjects::AdoptedCount(const std::string& pool) const {
   return n;
 }
 
+void PoolObjects::AddAdoptedContainer(AdoptedContainerView view) {
+  std::unique_lock lock(mu_);
+  ids_.erase(view.container_id);
+  const std::string id = view.container_id;
+  adopted_containers_[id] = std::make_shared<const AdoptedContainerView>(std::move(view));
+}
+
+void PoolObjects::RemoveAdoptedContainer(const std::string& container_id) {
+  std::unique_lock lock(mu_);
+  adopted_containers_.erase(container_id);
+}
+
+std::shared_ptr<const AdoptedContainerView> PoolObjects::AdoptedContainer(
+    const std::string& id) const {
+  std::shared_lock lock(mu_);
+  auto it = adopted_containers_.find(id);
+  return it == adopted_containers_.end() ? nullptr : it->second;
+}
+
+bool PoolObjects::AnyAdoptedContainer() const {
+  std::shared_lock lock(mu_);
+  return !adopted_containers_.empty();
+}
+
 void PoolObjects::SetPoolsConfigured(bool configured) {
   std::unique_lock lock(mu_);
   pools_configured_ = configured;

@@ -5,6 +5,7 @@
 // images). Written by the pool manager, read by the CRI read filter on
 // gRPC's callback threads: lookups take a shared lock and never block long.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -38,6 +39,22 @@ struct AdoptedView {
   std::vector<std::string> pod_ips;
 };
 
+// A pre-started container handed to a pod at CreateContainer: how kubelet
+// must see it.
+struct AdoptedContainerView {
+  std::string container_id;
+  std::string sandbox_id;
+  ::runtime::v1::ContainerConfig config;  // kubelet's CreateContainer config
+  std::string log_path;                   // kubelet's: sandbox log_directory + config.log_path
+  int64_t created_at_ns = 0;              // the hand-off time
+  int64_t started_at_ns = 0;              // 0: kubelet has not started it (state CREATED)
+};
+
+// Answers stats of an adopted container from the cgroup its processes are
+// in (containerd still measures the pool's old one). False: no stats.
+using AdoptedStatsSource =
+    std::function<bool(const AdoptedContainerView&, ::runtime::v1::ContainerStats*)>;
+
 class PoolObjects {
  public:
   void AddSandbox(const std::string& id);
@@ -51,6 +68,17 @@ class PoolObjects {
   std::shared_ptr<const AdoptedView> Adopted(const std::string& sandbox_id) const;
   bool AnyAdopted() const;
   int AdoptedCount(const std::string& pool) const;
+
+  // Adopted pre-started containers (also drops the id from the hidden set).
+  void AddAdoptedContainer(AdoptedContainerView view);
+  void RemoveAdoptedContainer(const std::string& container_id);
+  std::shared_ptr<const AdoptedContainerView> AdoptedContainer(const std::string& id) const;
+  bool AnyAdoptedContainer() const;
+  // Set once, before serving.
+  void SetStatsSource(AdoptedStatsSource source) { stats_ = std::move(source); }
+  bool AdoptedStats(const AdoptedContainerView& view, ::runtime::v1::ContainerStats* out) const {
+    return stats_ && stats_(view, out);
+  }
 
   // Whether there is anything to hide or show: pools configured, or pool or
   // adopted objects known. When not, reads pass untouched (no parsing).
@@ -66,6 +94,8 @@ class PoolObjects {
   std::set<std::string> ids_;
   std::set<std::string> pinned_;
   std::map<std::string, std::shared_ptr<const AdoptedView>> adopted_;
+  std::map<std::string, std::shared_ptr<const AdoptedContainerView>> adopted_containers_;
+  AdoptedStatsSource stats_;
   bool pools_configured_ = false;
 };
 

@@ -1,6 +1,8 @@
 #include "daemon/read_filter.h"
 
 #include <functional>
+#include <memory>
+#include <optional>
 
 #include "cri_runtime_v1.pb.h"
 
@@ -247,34 +249,153 @@ void RewriteStatus(const AdoptedView& view, v1::PodSandboxStatus* st) {
   }
 }
 
+// Adopted pre-started containers carry warmpool's labels upstream but are
+// kubelet's: shown, as kubelet made them. Every other pool container hides.
 bool HideContainer(const v1::Container& c, const PoolObjects* objects) {
+  if (objects->AdoptedContainer(c.id()) != nullptr) return false;
   return Managed(c.labels()) || objects->Contains(c.id()) || objects->Contains(c.pod_sandbox_id());
 }
-std::unique_ptr<cri::CallRewriter> ListContainers(const PoolObjects* o) {
-  return Editor<v1::ListContainersResponse>(o, [](auto* r, auto* objects) {
-    return RemoveIf(r->mutable_containers(),
-                    [&](const v1::Container& c) { return HideContainer(c, objects); });
+
+void RewriteContainer(const AdoptedContainerView& v, v1::Container* c) {
+  *c->mutable_metadata() = v.config.metadata();
+  *c->mutable_labels() = v.config.labels();
+  *c->mutable_annotations() = v.config.annotations();
+  *c->mutable_image() = v.config.image();
+  c->set_created_at(v.created_at_ns);
+  if (v.started_at_ns == 0 && c->state() == v1::CONTAINER_RUNNING) {
+    c->set_state(v1::CONTAINER_CREATED);
+  }
+}
+
+void RewriteContainerStatus(const AdoptedContainerView& v, v1::ContainerStatus* st) {
+  *st->mutable_metadata() = v.config.metadata();
+  *st->mutable_labels() = v.config.labels();
+  *st->mutable_annotations() = v.config.annotations();
+  st->set_created_at(v.created_at_ns);
+  if (v.started_at_ns == 0) {
+    if (st->state() == v1::CONTAINER_RUNNING) st->set_state(v1::CONTAINER_CREATED);
+    st->set_started_at(0);
+  } else {
+    st->set_started_at(v.started_at_ns);
+  }
+  *st->mutable_mounts() = v.config.mounts();
+  st->set_log_path(v.log_path);
+  // containerd reports the resources of its spec, the pool template's.
+  if (v.config.linux().has_resources()) {
+    *st->mutable_resources()->mutable_linux() = v.config.linux().resources();
+  } else {
+    st->clear_resources();
+  }
+}
+
+// Statuses of an adopted sandbox's containers (events, sandbox status):
+// unclaimed pre-started ones hidden, adopted ones rewritten.
+bool RewriteContainerStatuses(google::protobuf::RepeatedPtrField<v1::ContainerStatus>* statuses,
+                              const PoolObjects* objects) {
+  bool changed = RemoveIf(statuses, [&](const v1::ContainerStatus& st) {
+    return objects->AdoptedContainer(st.id()) == nullptr &&
+           (Managed(st.labels()) || objects->Contains(st.id()));
   });
+  for (auto& st : *statuses) {
+    if (auto view = objects->AdoptedContainer(st.id())) {
+      RewriteContainerStatus(*view, &st);
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+bool StateSelected(const v1::ContainerFilter& f, const v1::Container& c) {
+  return !f.has_state() || f.state().state() == c.state();
+}
+
+// ListContainers and StreamContainers: pool containers hidden, adopted ones
+// rewritten. With adopted containers around, the state and label filters
+// apply here, to the rewritten containers (upstream knows neither kubelet's
+// labels nor that a frozen adopted container is only "created").
+template <typename Req, typename Resp>
+class ContainerListRewriter final : public cri::CallRewriter {
+ public:
+  using Items = google::protobuf::RepeatedPtrField<v1::Container>* (*)(Resp*);
+  ContainerListRewriter(const PoolObjects* objects, Items items)
+      : objects_(objects), items_(items) {}
+
+  grpc::Status OnRequest(grpc::ByteBuffer* message) override {
+    if (!objects_->AnyAdoptedContainer()) return grpc::Status::OK;
+    Req req;
+    if (grpc::Status s = ParseMessage(*message, &req); !s.ok()) return s;
+    if (!req.has_filter() ||
+        (req.filter().label_selector().empty() && !req.filter().has_state())) {
+      return grpc::Status::OK;
+    }
+    local_ = v1::ContainerFilter();
+    *local_->mutable_label_selector() = req.filter().label_selector();
+    if (req.filter().has_state()) *local_->mutable_state() = req.filter().state();
+    req.mutable_filter()->clear_label_selector();
+    req.mutable_filter()->clear_state();
+    return SerializeMessage(req, message);
+  }
+
+  grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
+    Resp resp;
+    if (grpc::Status s = ParseMessage(*message, &resp); !s.ok()) return s;
+    bool changed = RemoveIf(items_(&resp),
+                            [&](const v1::Container& c) { return HideContainer(c, objects_); });
+    for (v1::Container& c : *items_(&resp)) {
+      if (auto view = objects_->AdoptedContainer(c.id())) {
+        RewriteContainer(*view, &c);
+        changed = true;
+      }
+    }
+    if (local_) {
+      changed |= RemoveIf(items_(&resp), [&](const v1::Container& c) {
+        return !Selected(c.labels(), local_->label_selector()) || !StateSelected(*local_, c);
+      });
+    }
+    if (!changed) return grpc::Status::OK;
+    return SerializeMessage(resp, message);
+  }
+
+ private:
+  const PoolObjects* objects_;
+  Items items_;
+  std::optional<v1::ContainerFilter> local_;
+};
+
+std::unique_ptr<cri::CallRewriter> ListContainers(const PoolObjects* o) {
+  return std::make_unique<
+      ContainerListRewriter<v1::ListContainersRequest, v1::ListContainersResponse>>(
+      o, [](v1::ListContainersResponse* r) { return r->mutable_containers(); });
 }
 std::unique_ptr<cri::CallRewriter> StreamContainers(const PoolObjects* o) {
-  return Editor<v1::StreamContainersResponse>(o, [](auto* r, auto* objects) {
-    return RemoveIf(r->mutable_containers(),
-                    [&](const v1::Container& c) { return HideContainer(c, objects); });
-  });
+  return std::make_unique<
+      ContainerListRewriter<v1::StreamContainersRequest, v1::StreamContainersResponse>>(
+      o, [](v1::StreamContainersResponse* r) { return r->mutable_containers(); });
 }
 bool HideContainerStats(const v1::ContainerStats& s, const PoolObjects* objects) {
+  if (objects->AdoptedContainer(s.attributes().id()) != nullptr) return false;
   return Managed(s.attributes().labels()) || objects->Contains(s.attributes().id());
 }
+// Adopted containers' stats come from the cgroup their processes are in.
+bool RewriteContainerStats(google::protobuf::RepeatedPtrField<v1::ContainerStats>* stats,
+                           const PoolObjects* objects) {
+  bool changed =
+      RemoveIf(stats, [&](const v1::ContainerStats& s) { return HideContainerStats(s, objects); });
+  for (auto& s : *stats) {
+    if (auto view = objects->AdoptedContainer(s.attributes().id())) {
+      objects->AdoptedStats(*view, &s);
+      changed = true;
+    }
+  }
+  return changed;
+}
 std::unique_ptr<cri::CallRewriter> ListContainerStats(const PoolObjects* o) {
-  return Editor<v1::ListContainerStatsResponse>(o, [](auto* r, auto* objects) {
-    return RemoveIf(r->mutable_stats(),
-                    [&](const v1::ContainerStats& s) { return HideContainerStats(s, objects); });
-  });
+  return Editor<v1::ListContainerStatsResponse>(
+      o, [](auto* r, auto* objects) { return RewriteContainerStats(r->mutable_stats(), objects); });
 }
 std::unique_ptr<cri::CallRewriter> StreamContainerStats(const PoolObjects* o) {
   return Editor<v1::StreamContainerStatsResponse>(o, [](auto* r, auto* objects) {
-    return RemoveIf(r->mutable_container_stats(),
-                    [&](const v1::ContainerStats& s) { return HideContainerStats(s, objects); });
+    return RewriteContainerStats(r->mutable_container_stats(), objects);
   });
 }
 bool HideSandboxStats(const v1::PodSandboxStats& s, const PoolObjects* objects) {
@@ -330,6 +451,7 @@ class EventFilter final : public cri::CallRewriter {
     if (*drop) return grpc::Status::OK;
     if (auto view = objects_->Adopted(sandbox_id)) {
       RewriteStatus(*view, event.mutable_pod_sandbox_status());
+      RewriteContainerStatuses(event.mutable_containers_statuses(), objects_);
       return SerializeMessage(event, message);
     }
     return grpc::Status::OK;
@@ -357,6 +479,7 @@ class SandboxStatusFilter final : public cri::CallRewriter {
     if (grpc::Status s = ParseMessage(*message, &resp); !s.ok()) return s;
     if (auto view = objects_->Adopted(resp.status().id())) {
       RewriteStatus(*view, resp.mutable_status());
+      RewriteContainerStatuses(resp.mutable_containers_statuses(), objects_);
       return SerializeMessage(resp, message);
     }
     if (Managed(resp.status().labels())) return SandboxFind(resp.status().id());
@@ -384,6 +507,10 @@ class ContainerStatusFilter final : public cri::CallRewriter {
   grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
     v1::ContainerStatusResponse resp;
     if (grpc::Status s = ParseMessage(*message, &resp); !s.ok()) return s;
+    if (auto view = objects_->AdoptedContainer(resp.status().id())) {
+      RewriteContainerStatus(*view, resp.mutable_status());
+      return SerializeMessage(resp, message);
+    }
     if (Managed(resp.status().labels())) return ContainerFindQuoted(id_);
     return grpc::Status::OK;
   }
@@ -420,6 +547,34 @@ std::unique_ptr<cri::CallRewriter> StreamImages(const PoolObjects* o) {
     return changed;
   });
 }
+
+// The hand-off's rewriter and the filter's for one call: the filter decides
+// first (a pool object's id is unknown to kubelet), then the hand-off.
+class ChainedRewriter final : public cri::CallRewriter {
+ public:
+  ChainedRewriter(std::unique_ptr<cri::CallRewriter> handoff,
+                  std::unique_ptr<cri::CallRewriter> filter)
+      : handoff_(std::move(handoff)), filter_(std::move(filter)) {}
+  grpc::Status OnRequest(grpc::ByteBuffer* message) override {
+    if (grpc::Status s = filter_->OnRequest(message); !s.ok()) return s;
+    return handoff_->OnRequest(message);
+  }
+  grpc::Status OnResponse(grpc::ByteBuffer* message, bool* drop) override {
+    if (grpc::Status s = handoff_->OnResponse(message, drop); !s.ok() || *drop) return s;
+    return filter_->OnResponse(message, drop);
+  }
+  void Decide(const grpc::ByteBuffer& request, DecideCallback done) override {
+    auto copy = std::make_shared<grpc::ByteBuffer>(request);
+    filter_->Decide(*copy, [this, copy, done = std::move(done)](std::optional<LocalAnswer> a) {
+      if (a) return done(std::move(a));
+      handoff_->Decide(*copy, done);
+    });
+  }
+
+ private:
+  std::unique_ptr<cri::CallRewriter> handoff_;
+  std::unique_ptr<cri::CallRewriter> filter_;
+};
 
 }  // namespace
 
@@ -498,15 +653,26 @@ PoolReadFilter::PoolReadFilter(const PoolObjects* objects, cri::RewritePolicy* f
   };
 }
 
-std::unique_ptr<cri::CallRewriter> PoolReadFilter::ForMethod(const std::string& method) {
-  if (first_ != nullptr) {
-    if (auto r = first_->ForMethod(method)) return r;
+namespace {
+class NotReady final : public cri::CallRewriter {
+ public:
+  grpc::Status OnRequest(grpc::ByteBuffer*) override {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "warmpoold is starting: recovering its hand-off records; retry");
   }
+};
+}  // namespace
+
+std::unique_ptr<cri::CallRewriter> PoolReadFilter::ForMethod(const std::string& method) {
+  if (!ready_) return std::make_unique<NotReady>();
+  std::unique_ptr<cri::CallRewriter> first;
+  if (first_ != nullptr) first = first_->ForMethod(method);
   // No pools and nothing of theirs left: reads pass as raw bytes.
-  if (!objects_->Active()) return nullptr;
   auto it = factories_.find(method);
-  if (it == factories_.end()) return nullptr;
-  return it->second(objects_);
+  if (!objects_->Active() || it == factories_.end()) return first;
+  std::unique_ptr<cri::CallRewriter> filter = it->second(objects_);
+  if (first == nullptr) return filter;
+  return std::make_unique<ChainedRewriter>(std::move(first), std::move(filter));
 }
 
 }  // namespace warmpool

@@ -10,6 +10,7 @@
 // between its creation and its registration is hidden too) and by id (for
 // calls that carry only an id). Every other method passes untouched.
 
+#include <atomic>
 #include <map>
 #include <string>
 
@@ -24,7 +25,13 @@ class PoolReadFilter final : public cri::RewritePolicy {
   explicit PoolReadFilter(const PoolObjects* objects, cri::RewritePolicy* first = nullptr);
   std::unique_ptr<cri::CallRewriter> ForMethod(const std::string& method) override;
 
+  // Until called, every call is answered UNAVAILABLE (kubelet retries): the
+  // hand-off records are not recovered yet, so an adopted pod would show
+  // warmpool's identity, or a hand-off could race its own recovery.
+  void SetReady() { ready_ = true; }
+
  private:
+  std::atomic<bool> ready_{false};
   using Factory = std::unique_ptr<cri::CallRewriter> (*)(const PoolObjects*);
   const PoolObjects* objects_;
   cri::RewritePolicy* first_;

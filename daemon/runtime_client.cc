@@ -78,6 +78,22 @@ absl::Status GrpcRuntimeClient::StartContainer(const std::string& container_id) 
   return FromGrpc(runtime_->StartContainer(Context().get(), req, &resp), "StartContainer");
 }
 
+absl::Status GrpcRuntimeClient::StopContainer(const std::string& container_id,
+                                              int64_t timeout_seconds) {
+  v1::StopContainerRequest req;
+  req.set_container_id(container_id);
+  req.set_timeout(timeout_seconds);
+  v1::StopContainerResponse resp;
+  return FromGrpc(runtime_->StopContainer(Context().get(), req, &resp), "StopContainer");
+}
+
+absl::Status GrpcRuntimeClient::RemoveContainer(const std::string& container_id) {
+  v1::RemoveContainerRequest req;
+  req.set_container_id(container_id);
+  v1::RemoveContainerResponse resp;
+  return FromGrpc(runtime_->RemoveContainer(Context().get(), req, &resp), "RemoveContainer");
+}
+
 absl::Status GrpcRuntimeClient::ContainerStatus(const std::string& container_id,
                                                 v1::ContainerStatusResponse* resp) {
   v1::ContainerStatusRequest req;

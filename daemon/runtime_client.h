@@ -45,6 +45,12 @@ class RuntimeClient {
   virtual absl::Status Status(bool verbose, v1::StatusResponse* resp) {
     return absl::UnimplementedError("Status");
   }
+  virtual absl::Status StopContainer(const std::string& container_id, int64_t timeout_seconds) {
+    return absl::UnimplementedError("StopContainer");
+  }
+  virtual absl::Status RemoveContainer(const std::string& container_id) {
+    return absl::UnimplementedError("RemoveContainer");
+  }
   // PodSandboxStatus with verbose = true (info: the runtime's JSON, with the
   // sandbox's OCI spec; daemon/late_network.h reads its netns path there).
   virtual absl::Status PodSandboxStatusVerbose(const std::string& sandbox_id,
@@ -79,6 +85,8 @@ class GrpcRuntimeClient final : public RuntimeClient {
   absl::Status ImageStatus(const std::string& image, v1::ImageStatusResponse* resp) override;
   absl::Status PullImage(const std::string& image, v1::PullImageResponse* resp) override;
   absl::Status Status(bool verbose, v1::StatusResponse* resp) override;
+  absl::Status StopContainer(const std::string& container_id, int64_t timeout_seconds) override;
+  absl::Status RemoveContainer(const std::string& container_id) override;
   absl::Status PodSandboxStatusVerbose(const std::string& sandbox_id,
                                        v1::PodSandboxStatusResponse* resp) override;
 

@@ -122,6 +122,7 @@ absl::StatusOr<std::string> Encode(const AdoptionRecord& r) {
     mc->set_started_at_ns(c.started_at_ns);
   }
   for (const std::string& id : r.unclaimed_containers) m.add_unclaimed_containers(id);
+  m.set_template_hash(r.template_hash);
   if (r.late_network.state != AdoptionRecord::LateNetwork::State::kNone) {
     const AdoptionRecord::LateNetwork& n = r.late_network;
     pb::AdoptionRecord::LateNetwork* mn = m.mutable_late_network();
@@ -205,6 +206,7 @@ absl::StatusOr<AdoptionRecord> Decode(std::string_view file, std::string_view ex
                             .started_at_ns = mc.started_at_ns()});
   }
   r.unclaimed_containers.assign(m.unclaimed_containers().begin(), m.unclaimed_containers().end());
+  r.template_hash = m.template_hash();
   if (m.has_late_network()) {
     const auto& mn = m.late_network();
     if (mn.state() < 0 || mn.state() > pb::AdoptionRecord::LateNetwork::STATE_RELEASED) {
@@ -469,7 +471,8 @@ absl::Status StateStore::Load() {
   return absl::OkStatus();
 }
 
-absl::Status StateStore::Put(const AdoptionRecord& r) {
+absl::Status StateStore::Put(const AdoptionRecord& r, Durability durability) {
+  const bool sync = durability == Durability::kPowerLoss;
   WP_RETURN_IF_ERROR(ValidateSandboxId(r.sandbox_id));
   absl::StatusOr<std::string> file = Encode(r);
   if (!file.ok()) return file.status();
@@ -488,7 +491,7 @@ absl::Status StateStore::Put(const AdoptionRecord& r) {
   int fd = openat(dir_fd_, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return Errno(errno, "create", tmp_path);
   absl::Status st = WriteAll(fd, *file, tmp_path);
-  if (st.ok()) st = FsyncFd(fd, tmp_path);
+  if (st.ok() && sync) st = FsyncFd(fd, tmp_path);
   if (close(fd) != 0 && st.ok()) st = Errno(errno, "close", tmp_path);
   if (!st.ok()) {
     unlinkat(dir_fd_, tmp.c_str(), 0);
@@ -504,7 +507,7 @@ absl::Status StateStore::Put(const AdoptionRecord& r) {
     }
     records_[r.sandbox_id] = r;
   }
-  return FsyncFd(dir_fd_, dir_);
+  return sync ? FsyncFd(dir_fd_, dir_) : absl::OkStatus();
 }
 
 absl::Status StateStore::Remove(const std::string& sandbox_id) {

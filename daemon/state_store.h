@@ -84,6 +84,7 @@ struct AdoptionRecord {
   Phase phase = Phase::kClaimed;
   std::vector<Container> containers;              // pre-started containers kubelet adopted
   std::vector<std::string> unclaimed_containers;  // pre-started containers to remove
+  std::string template_hash;  // the pool template the entry was made from
 
   // network = "late" (daemon/late_network.h): what CNI DEL needs, recorded
   // before the ADD runs; state kNone for early-network pools.
@@ -153,7 +154,13 @@ class StateStore {
   // then replaced it (Get returns it) but it is not known to be durable.
   // Concurrent Puts write and fsync in parallel; for one id, the last to
   // commit wins.
-  absl::Status Put(const AdoptionRecord& r);
+  //
+  // kProcessCrash skips the fsyncs: the record survives a crash of warmpoold
+  // (the page cache holds it) but maybe not a power loss. For records whose
+  // loss on power failure is harmless (a claim about to be rolled back, a
+  // container's start time), not for the record kubelet's answer depends on.
+  enum class Durability { kPowerLoss, kProcessCrash };
+  absl::Status Put(const AdoptionRecord& r, Durability durability = Durability::kPowerLoss);
 
   // Deletes the record (unlink + directory fsync). An unknown id is OK; an id
   // ValidateSandboxId refuses is InvalidArgument and touches nothing.

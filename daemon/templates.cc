@@ -132,8 +132,21 @@ v1::CreateContainerRequest ContainerRequest(const PoolConfig& pool, const Contai
   r->set_memory_limit_in_bytes(t.resources.memory_limit_bytes);
   v1::LinuxContainerSecurityContext* sc = linux->mutable_security_context();
   FillSharedSecurity(pool.sandbox, sc);
-  SetProfile(pool.sandbox.seccomp, [sc] { return sc->mutable_seccomp(); });
-  SetProfile(pool.sandbox.apparmor, [sc] { return sc->mutable_apparmor(); });
+  // What kubelet sends for a container: its own seccomp profile, Unconfined
+  // when the pod sets none (kubelet without --seccomp-default), and its
+  // masked / read-only /proc and /sys paths unless privileged.
+  SecurityProfile seccomp = t.seccomp;
+  if (seccomp.type == SecurityProfile::Type::kUnset) seccomp.type = SecurityProfile::Type::kUnconfined;
+  SetProfile(seccomp, [sc] { return sc->mutable_seccomp(); });
+  SetProfile(t.apparmor, [sc] { return sc->mutable_apparmor(); });
+  if (!pool.sandbox.privileged) {
+    for (const auto& p : t.masked_paths.value_or(KubeletDefaultMaskedPaths())) {
+      sc->add_masked_paths(p);
+    }
+    for (const auto& p : t.readonly_paths.value_or(KubeletDefaultReadonlyPaths())) {
+      sc->add_readonly_paths(p);
+    }
+  }
   return req;
 }
 

@@ -374,7 +374,8 @@ cri::ContainerConfig KubeletDriver::MakeContainerConfig(const PodRun& run, size_
   ns->set_ipc(cri::POD);
   for (const char* p : {"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
                         "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                        "/proc/sched_debug", "/proc/scsi", "/sys/firmware"}) {
+                        "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                        "/sys/devices/virtual/powercap"}) {
     sc->add_masked_paths(p);
   }
   for (const char* p : {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}) {

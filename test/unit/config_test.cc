@@ -757,3 +757,50 @@ TEST(ParseDurationTest, Rejects) {
 
 }  // namespace
 }  // namespace warmpool
+
+namespace warmpool {
+namespace {
+
+TEST(ConfigTest, ContainerSecurityKeys) {
+  Config c = MustParse(R"toml([[pool]]
+name = "p"
+size = 1
+[[pool.container]]
+name = "app"
+image = "i"
+ready = { none = true }
+seccomp = "runtime/default"
+apparmor = "localhost/k8s-app"
+masked_paths = ["/proc/kcore"]
+readonly_paths = []
+)toml");
+  ASSERT_EQ(c.pools.size(), 1u);
+  const ContainerTemplate& t = c.pools[0].containers.at(0);
+  EXPECT_EQ(t.seccomp.type, SecurityProfile::Type::kRuntimeDefault);
+  EXPECT_EQ(t.apparmor.type, SecurityProfile::Type::kLocalhost);
+  EXPECT_EQ(t.apparmor.localhost_ref, "k8s-app");
+  EXPECT_EQ(t.masked_paths, std::optional<std::vector<std::string>>({"/proc/kcore"}));
+  EXPECT_EQ(t.readonly_paths, std::optional<std::vector<std::string>>(std::vector<std::string>{}));
+  // Unset: kubelet's defaults.
+  Config d = MustParse("[[pool]]\nname = \"p\"\nsize = 1\n[[pool.container]]\nname = \"app\"\n"
+                       "image = \"i\"\nready = { none = true }\n");
+  EXPECT_FALSE(d.pools[0].containers[0].masked_paths.has_value());
+  EXPECT_EQ(d.pools[0].containers[0].seccomp.type, SecurityProfile::Type::kUnset);
+}
+
+TEST(ConfigErrorTest, MaskedPathMustBeAbsolute) {
+  EXPECT_THAT(Errors(R"toml([[pool]]
+name = "p"
+size = 1
+[[pool.container]]
+name = "app"
+image = "i"
+ready = { none = true }
+masked_paths = ["proc/kcore"]
+)toml"),
+              HasSubstr("pool[0].container[0].masked_paths: must list absolute paths, got "
+                        "\"proc/kcore\""));
+}
+
+}  // namespace
+}  // namespace warmpool

@@ -36,6 +36,7 @@ PoolConfig WebPool() {
   app.args = {"--port=8080"};
   app.env = {{"MODE", "prod"}, {"PORT", "8080"}};
   app.working_dir = "/srv";
+  app.seccomp.type = SecurityProfile::Type::kRuntimeDefault;  // the pod's seccompProfile
   pool.containers.push_back(app);
   return pool;
 }
@@ -137,6 +138,8 @@ v1::ContainerConfig KubeletContainer() {
   v1::LinuxContainerSecurityContext* sc = linux->mutable_security_context();
   SetNamespaces(sc->mutable_namespace_options());
   sc->mutable_seccomp()->set_profile_type(v1::SecurityProfile::RuntimeDefault);
+  for (const auto& p : KubeletDefaultMaskedPaths()) sc->add_masked_paths(p);
+  for (const auto& p : KubeletDefaultReadonlyPaths()) sc->add_readonly_paths(p);
   return c;
 }
 
@@ -702,7 +705,7 @@ TEST(MatchContainer, EachFixableFieldChangedStillHits) {
 
 TEST(MatchContainer, StructuredAppArmorWinsOverDeprecatedString) {
   PoolConfig pool = WebPool();
-  pool.sandbox.apparmor.type = SecurityProfile::Type::kRuntimeDefault;
+  pool.containers[0].apparmor.type = SecurityProfile::Type::kRuntimeDefault;
   v1::ContainerConfig c = KubeletContainer();
   Csc(&c)->mutable_apparmor()->set_profile_type(v1::SecurityProfile::RuntimeDefault);
   Csc(&c)->set_apparmor_profile("runtime/default");  // what kubelet sends beside it
@@ -710,15 +713,14 @@ TEST(MatchContainer, StructuredAppArmorWinsOverDeprecatedString) {
   EXPECT_TRUE(r.hit) << r.reason;
 }
 
-// Kubelet sends its default masked/readonly /proc paths and, for a pod that
-// sets no runAsUser, the image's uid; templates.cc creates the pre-started
-// container with neither. Until the templates send the same, such requests
-// miss (fail-closed) -- this test pins that and flips when templates change.
-TEST(MatchContainer, KubeletDefaultsTheTemplateLacksMiss) {
+// Templates send kubelet's default masked/readonly paths (KubeletContainer
+// carries them and hits); a template configured with other paths -- an
+// older kubelet's list -- misses a kubelet that sends the current ones.
+TEST(MatchContainer, MaskedPathsOtherThanKubeletsMiss) {
+  PoolConfig pool = WebPool();
+  pool.containers[0].masked_paths = std::vector<std::string>{"/proc/kcore"};
   v1::ContainerConfig c = KubeletContainer();
-  Csc(&c)->add_masked_paths("/proc/kcore");
-  Csc(&c)->add_readonly_paths("/proc/sys");
-  MatchResult r = Container(c);
+  MatchResult r = MatchContainer(c, pool, pool.containers[0], kImageId, IsServiceLinkEnv);
   EXPECT_FALSE(r.hit);
   EXPECT_EQ(r.reason_code, "security_context");
   EXPECT_THAT(r.reason, StartsWith("config.linux.security_context.masked_paths[0]"));
