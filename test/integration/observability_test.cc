@@ -143,7 +143,7 @@ class ObservabilityTest : public ::testing::Test {
     o.extra_daemon_config = "pool_cgroup_parent = \"" + pool_parent_ +
                             "\"\nmetrics = \"127.0.0.1:0\"";  // a free port, named in the log
     o.extra_config = "[[pool]]\nname = \"" + pool_ +
-                     "\"\nsize = 1\ndefault = true\n[pool.sandbox]\n"
+                     "\"\nsize = 1\nnetwork = \"early\"\ndefault = true\n[pool.sandbox]\n"
                      "dns = { servers = [\"127.0.0.1\"] }\n";
     daemon_ = std::make_unique<WarmpooldProcess>(o);
     ASSERT_EQ(daemon_->Start(), "");
