@@ -54,6 +54,7 @@ admin::v1::PoolStatus ToProto(const PoolStatus& pool) {
   out.set_last_error(pool.last_error);
   out.set_backoff_ms(pool.backoff.count());
   out.set_draining(pool.draining);
+  out.set_drained(pool.drained);
   return out;
 }
 
@@ -72,11 +73,38 @@ admin::v1::Entry ToProto(const EntryInfo& entry) {
   return out;
 }
 
+admin::v1::Decision ToProto(const Decision& d) {
+  admin::v1::Decision out;
+  out.set_namespace_(d.pod_namespace);
+  out.set_name(d.pod_name);
+  out.set_uid(d.pod_uid);
+  out.set_attempt(d.attempt);
+  out.set_hit(d.hit);
+  out.set_pool(d.pool);
+  out.set_reason_code(d.reason_code);
+  out.set_reason(d.reason);
+  out.set_decided_at_unix_nanos(UnixNanos(d.at));
+  out.set_entry_id(d.entry_id);
+  out.set_sandbox_id(d.sandbox_id);
+  out.set_handoff_micros(d.handoff.count());
+  out.set_source(d.source);
+  return out;
+}
+
+absl::StatusOr<PoolStatus> AdminBackend::Drain(const std::string&) {
+  return absl::UnimplementedError("drain is not supported by this backend");
+}
+
+absl::StatusOr<PoolStatus> AdminBackend::Fill(const std::string&) {
+  return absl::UnimplementedError("fill is not supported by this backend");
+}
+
 // The handlers copy a snapshot from the backend and answer inline, on the
 // gRPC thread that delivered the call: nothing here waits.
 class AdminServer::Service final : public admin::v1::Admin::CallbackService {
  public:
-  explicit Service(AdminBackend* backend) : backend_(backend) {}
+  Service(AdminBackend* backend, const DecisionLog* decisions)
+      : backend_(backend), decisions_(decisions) {}
 
   grpc::ServerUnaryReactor* ListPools(grpc::CallbackServerContext* context,
                                       const admin::v1::ListPoolsRequest* request,
@@ -108,7 +136,55 @@ class AdminServer::Service final : public admin::v1::Admin::CallbackService {
     return reactor;
   }
 
+  grpc::ServerUnaryReactor* Explain(grpc::CallbackServerContext* context,
+                                    const admin::v1::ExplainRequest* request,
+                                    admin::v1::ExplainResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (decisions_ == nullptr) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "explain is not available"));
+      return reactor;
+    }
+    if (request->pod().empty()) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                   "name a pod: namespace/name, its uid, or a name in default"));
+      return reactor;
+    }
+    for (const Decision& d : decisions_->Find(request->pod())) {
+      *response->add_decisions() = ToProto(d);
+    }
+    response->set_log_since_unix_nanos(UnixNanos(decisions_->since()));
+    response->set_log_capacity(static_cast<uint32_t>(decisions_->capacity()));
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* context,
+                                  const admin::v1::DrainRequest* request,
+                                  admin::v1::DrainResponse* response) override {
+    return Answer(context, backend_->Drain(request->pool()), response->mutable_pool());
+  }
+
+  grpc::ServerUnaryReactor* Fill(grpc::CallbackServerContext* context,
+                                 const admin::v1::FillRequest* request,
+                                 admin::v1::FillResponse* response) override {
+    return Answer(context, backend_->Fill(request->pool()), response->mutable_pool());
+  }
+
  private:
+  static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
+                                          const absl::StatusOr<PoolStatus>& result,
+                                          admin::v1::PoolStatus* out) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (!result.ok()) {
+      reactor->Finish(grpc::Status(static_cast<grpc::StatusCode>(result.status().code()),
+                                   std::string(result.status().message())));
+      return reactor;
+    }
+    *out = ToProto(*result);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
   bool HasPool(const std::string& name) {
     std::vector<PoolStatus> pools = backend_->Pools();
     return std::any_of(pools.begin(), pools.end(),
@@ -116,6 +192,7 @@ class AdminServer::Service final : public admin::v1::Admin::CallbackService {
   }
 
   AdminBackend* const backend_;
+  const DecisionLog* const decisions_;
 };
 
 AdminServer::AdminServer(std::string path, std::unique_ptr<Service> service,
@@ -123,8 +200,9 @@ AdminServer::AdminServer(std::string path, std::unique_ptr<Service> service,
     : path_(std::move(path)), service_(std::move(service)), server_(std::move(server)) {}
 
 absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const std::string& path,
-                                                                AdminBackend* backend) {
-  auto service = std::make_unique<Service>(backend);
+                                                                AdminBackend* backend,
+                                                                const DecisionLog* decisions) {
+  auto service = std::make_unique<Service>(backend, decisions);
   grpc::ServerBuilder builder;
   builder.RegisterService(service.get());
   auto server = cri::StartOnUnixSocket(&builder, path, 0600);  // root only

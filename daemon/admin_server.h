@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/decisions.h"
 #include "daemon/pool_types.h"
 #include "warmpool_admin.pb.h"
 
@@ -25,6 +26,10 @@ class AdminBackend {
   virtual std::vector<PoolStatus> Pools() = 0;
   // Every entry of every pool, in any order.
   virtual std::vector<EntryInfo> Entries() = 0;
+  // `warmpoolctl drain` / `fill` (see PoolManager). The status right after.
+  // Default: UNIMPLEMENTED.
+  virtual absl::StatusOr<PoolStatus> Drain(const std::string& pool);
+  virtual absl::StatusOr<PoolStatus> Fill(const std::string& pool);
 };
 
 // Serves the Admin service on a unix socket.
@@ -36,8 +41,11 @@ class AdminBackend {
 // socket; the destructor shuts down. `backend` must outlive the server.
 class AdminServer {
  public:
+  // `decisions` (may be null: Explain is UNIMPLEMENTED) must outlive the
+  // server too.
   static absl::StatusOr<std::unique_ptr<AdminServer>> Start(const std::string& path,
-                                                            AdminBackend* backend);
+                                                            AdminBackend* backend,
+                                                            const DecisionLog* decisions = nullptr);
   ~AdminServer();
 
   void Shutdown();
@@ -58,5 +66,6 @@ class AdminServer {
 admin::v1::EntryState ToProto(EntryState state);
 admin::v1::PoolStatus ToProto(const PoolStatus& pool);
 admin::v1::Entry ToProto(const EntryInfo& entry);
+admin::v1::Decision ToProto(const Decision& decision);
 
 }  // namespace warmpool

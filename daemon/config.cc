@@ -397,7 +397,10 @@ class Section {
 // ---------------------------------------------------------------------------
 // [daemon]
 
-bool IsLoopbackAddress(std::string_view address, std::string* why) {
+// A metrics address "host:port": host an IP address ([v6] in brackets) or
+// "localhost", port 0..65535 (0: the kernel picks a free one). False with
+// `why` when malformed; `loopback` says whether the host is one.
+bool ParseMetricsAddress(std::string_view address, bool* loopback, std::string* why) {
   std::string_view host;
   std::string_view port;
   if (StartsWith(address, "[")) {
@@ -416,25 +419,31 @@ bool IsLoopbackAddress(std::string_view address, std::string* why) {
     }
     host = address.substr(0, colon);
     port = address.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      *why = "an IPv6 address must be written as [::1]:PORT";
+      return false;
+    }
   }
-  int port_number = 0;
   if (port.empty() || port.size() > 5 ||
       !std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
-      (port_number = std::stoi(std::string(port))) < 1 || port_number > 65535) {
-    *why = Cat("port must be 1..65535, got ", Quoted(port));
+      std::stoi(std::string(port)) > 65535) {
+    *why = Cat("port must be 0..65535 (0: any free port), got ", Quoted(port));
     return false;
   }
   std::string host_string(host);
   in_addr v4{};
   in6_addr v6{};
-  if (host == "localhost") return true;
-  if (inet_pton(AF_INET, host_string.c_str(), &v4) == 1) {
-    if ((ntohl(v4.s_addr) >> 24) == 127) return true;
+  if (host == "localhost") {
+    *loopback = true;
+  } else if (inet_pton(AF_INET, host_string.c_str(), &v4) == 1) {
+    *loopback = (ntohl(v4.s_addr) >> 24) == 127;
   } else if (inet_pton(AF_INET6, host_string.c_str(), &v6) == 1) {
-    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    *loopback = IN6_IS_ADDR_LOOPBACK(&v6);
+  } else {
+    *why = Cat("host must be an IP address or localhost, got ", Quoted(host));
+    return false;
   }
-  *why = Cat("host must be a loopback address (127.0.0.1, [::1] or localhost), got ", Quoted(host));
-  return false;
+  return true;
 }
 
 void ReadAbsolutePath(const Section& s, std::string_view key, std::string* out) {
@@ -466,13 +475,22 @@ void ParseDaemon(const Section& s, DaemonConfig* daemon) {
   }
   s.ReadInt("max_concurrent_creates", 1, kMaxConcurrentCreates, &daemon->max_concurrent_creates);
   s.ReadBool("passthrough", &daemon->passthrough);
+  bool allow_remote = false;
+  s.ReadBool("metrics_allow_non_loopback", &allow_remote);
+  daemon->metrics_allow_non_loopback = allow_remote;
   std::string metrics;
   if (s.ReadString("metrics", &metrics)) {
     std::string why;
-    if (!metrics.empty() && !IsLoopbackAddress(metrics, &why)) {
-      s.Error("metrics", Cat("must be \"\" (off) or a loopback host:port such as "
-                             "\"127.0.0.1:9464\"; ",
-                             why));
+    bool loopback = false;
+    if (!metrics.empty() && !ParseMetricsAddress(metrics, &loopback, &why)) {
+      s.Error("metrics",
+              Cat("must be \"\" (off) or a host:port such as \"127.0.0.1:9464\"; ", why));
+    } else if (!metrics.empty() && !loopback && !allow_remote) {
+      s.Error(
+          "metrics",
+          Cat("must be a loopback address (127.0.0.1, [::1] or localhost), got ", Quoted(metrics),
+              "; metrics carry pool and pod names: to serve them beyond this node, set "
+              "daemon.metrics_allow_non_loopback = true"));
     } else {
       daemon->metrics_address = std::move(metrics);
     }
@@ -878,8 +896,9 @@ absl::StatusOr<Config> Decode(const toml::table& document, std::string_view sour
   if (const toml::table* daemon = root.ReadTable("daemon")) {
     Section s(*daemon, "daemon", diag,
               {"listen", "upstream", "state_dir", "admin", "log_level", "memory_budget",
-               "max_concurrent_creates", "passthrough", "metrics", "pool_cgroup_parent",
-               "containerd_root", "late_runtime_handler", "cni_conf_dir", "cni_bin_dir"},
+               "max_concurrent_creates", "passthrough", "metrics", "metrics_allow_non_loopback",
+               "pool_cgroup_parent", "containerd_root", "late_runtime_handler", "cni_conf_dir",
+               "cni_bin_dir"},
               &top);
     ParseDaemon(s, &config.daemon);
   }

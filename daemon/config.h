@@ -163,9 +163,12 @@ struct DaemonConfig {
   int max_concurrent_creates = 2;                    // 1..64
   // Pools off: warmpoold is a pure proxy. The operator's emergency exit.
   bool passthrough = false;
-  // TOML `metrics`: "" = off, else a loopback "host:port" such as
-  // "127.0.0.1:9464", "[::1]:9464" or "localhost:9464".
+  // TOML `metrics`: "" = off, else "host:port" such as "127.0.0.1:9464",
+  // "[::1]:9464" or "localhost:9464" (port 0: any free port). The host is
+  // an IP address or localhost, and a loopback one unless
+  // metrics_allow_non_loopback.
   std::string metrics_address;
+  bool metrics_allow_non_loopback = false;
   // cgroup parent of pool entries: an absolute cgroupfs path or a systemd
   // slice name ("warmpool.slice").
   std::string pool_cgroup_parent = "/warmpool";

@@ -152,11 +152,13 @@ std::string FormatPoolsTable(const admin::v1::ListPoolsResponse& response) {
   std::vector<Row> rows = {{"NAME", "TARGET", "FROZEN", "WARMING", "CREATING", "ADOPTED",
                             "FAILURES", "MEMORY", "BACKOFF", "LAST-ERROR"}};
   for (const admin::v1::PoolStatus& p : response.pools()) {
-    rows.push_back({p.draining() ? p.name() + " (draining)" : p.name(), std::to_string(p.target()),
-                    std::to_string(p.frozen()), std::to_string(p.warming()),
-                    std::to_string(p.creating()), std::to_string(p.adopted()),
-                    std::to_string(p.failures()), HumanBytes(p.memory_bytes()),
-                    HumanMillis(p.backoff_ms()), TableError(p.last_error())});
+    const std::string name = p.draining()  ? p.name() + " (draining)"
+                             : p.drained() ? p.name() + " (drained)"
+                                           : p.name();
+    rows.push_back(
+        {name, std::to_string(p.target()), std::to_string(p.frozen()), std::to_string(p.warming()),
+         std::to_string(p.creating()), std::to_string(p.adopted()), std::to_string(p.failures()),
+         HumanBytes(p.memory_bytes()), HumanMillis(p.backoff_ms()), TableError(p.last_error())});
   }
   return RenderTable(rows);
 }
@@ -179,25 +181,176 @@ std::string FormatEntriesTable(const admin::v1::ListEntriesResponse& response,
   return RenderTable(rows);
 }
 
+namespace {
+
+Json PoolObject(const admin::v1::PoolStatus& p) {
+  return {
+      {"name", p.name()},
+      {"target", p.target()},
+      {"frozen", p.frozen()},
+      {"warming", p.warming()},
+      {"creating", p.creating()},
+      {"adopted", p.adopted()},
+      {"hits", p.hits()},
+      {"failures", p.failures()},
+      {"memory_bytes", p.memory_bytes()},
+      {"backoff_ms", p.backoff_ms()},
+      {"draining", p.draining()},
+      {"last_error", p.last_error()},
+      {"drained", p.drained()},
+  };
+}
+
+std::string PodName(const admin::v1::Decision& d) { return d.namespace_() + "/" + d.name(); }
+
+std::string Millis(int64_t micros) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f ms", static_cast<double>(micros) / 1000);
+  return buf;
+}
+
+}  // namespace
+
 std::string FormatPoolsJson(const admin::v1::ListPoolsResponse& response) {
   Json pools = Json::array();
-  for (const admin::v1::PoolStatus& p : response.pools()) {
-    pools.push_back({
-        {"name", p.name()},
-        {"target", p.target()},
-        {"frozen", p.frozen()},
-        {"warming", p.warming()},
-        {"creating", p.creating()},
-        {"adopted", p.adopted()},
-        {"hits", p.hits()},
-        {"failures", p.failures()},
-        {"memory_bytes", p.memory_bytes()},
-        {"backoff_ms", p.backoff_ms()},
-        {"draining", p.draining()},
-        {"last_error", p.last_error()},
+  for (const admin::v1::PoolStatus& p : response.pools()) pools.push_back(PoolObject(p));
+  Json out = {{"pools", std::move(pools)}};
+  return out.dump(2) + "\n";
+}
+
+std::string FormatPoolJson(const admin::v1::PoolStatus& pool) {
+  return PoolObject(pool).dump(2) + "\n";
+}
+
+std::string FormatDrainLine(const admin::v1::PoolStatus& p) {
+  const int left = p.frozen() + p.warming() + p.creating();
+  return "pool " + p.name() + " drained: " +
+         (left == 0
+              ? std::string("no entries left")
+              : std::to_string(left) + (left == 1 ? " entry" : " entries") + " being removed") +
+         "; it serves no pod and does not refill until: warmpoolctl fill " + p.name() + "\n";
+}
+
+std::string FormatFillLine(const admin::v1::PoolStatus& p) {
+  return "pool " + p.name() + " filling: " + std::to_string(p.frozen()) + " of " +
+         std::to_string(p.target()) + " frozen, " + std::to_string(p.warming() + p.creating()) +
+         " being made\n";
+}
+
+std::string ReasonHint(const std::string& code) {
+  if (code == "hit") return "";
+  if (code == "no_pool") {
+    return "the pod names no pool (annotation warmpool.io/pool) and no pool has default = true; "
+           "annotate the pod to use a pool";
+  }
+  if (code == "unknown_pool") {
+    return "the pod's warmpool.io/pool annotation names a pool that is not configured (see "
+           "warmpoolctl pools)";
+  }
+  if (code == "namespace") return "the pool's namespaces list does not include the pod's namespace";
+  if (code == "unknown_field") {
+    return "kubelet sent a field this warmpoold does not know (a newer kubelet?); warmpool fails "
+           "closed and the pod starts cold";
+  }
+  if (code == "runtime_handler" || code == "namespace_options" || code == "security_context" ||
+      code == "sysctls" || code == "port_mappings" || code == "windows" || code == "template") {
+    return "the pod asks for something the pool's entries were not made with; make the pool's "
+           "[pool.sandbox] equal the pod's spec (or the pod's spec equal the pool)";
+  }
+  if (code == "image" || code == "env" || code == "command" || code == "args" ||
+      code == "working_dir" || code == "stdin" || code == "tty" || code == "devices" ||
+      code == "stop_signal") {
+    return "the pod's container differs from the pool's [[pool.container]]; make them equal";
+  }
+  if (code == "app_pool") return "handing out app pools' pre-started containers is not built yet";
+  if (code == "pool_empty") {
+    return "the pool had no frozen entry at that moment; see warmpoolctl pools (size, failures, "
+           "memory budget) and consider a larger size";
+  }
+  if (code == "handoff_failed") {
+    return "the hand-off failed and was rolled back, so the pod started cold; see journalctl -u "
+           "warmpool for the entry";
+  }
+  if (code == "passthrough") return "daemon.passthrough = true turns every pool off";
+  return "";
+}
+
+std::string FormatExplainTable(const std::string& pod, const admin::v1::ExplainResponse& response,
+                               std::chrono::system_clock::time_point now) {
+  const int64_t now_nanos =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  auto when = [&](int64_t at) {
+    if (at == 0) return std::string("-");
+    return Rfc3339(at) + " (" + HumanAge(std::chrono::nanoseconds(now_nanos - at)) + " ago)";
+  };
+  if (response.decisions().empty()) {
+    return "no decision known for pod " + pod +
+           ": warmpoold saw no RunPodSandbox for it since it started at " +
+           when(response.log_since_unix_nanos()) + " (it remembers the last " +
+           std::to_string(response.log_capacity()) +
+           " decisions, and hits for as long as their pod exists); check the name "
+           "(namespace/name or uid) and that kubelet talks to warmpoold\n";
+  }
+  const admin::v1::Decision& d = response.decisions(0);
+  std::vector<Row> rows;
+  rows.push_back({"POD:", PodName(d) + (d.uid().empty() ? "" : " (uid " + d.uid() + ")") +
+                              ", attempt " + std::to_string(d.attempt())});
+  if (d.hit()) {
+    rows.push_back({"RESULT:", "hit: served by pool " + d.pool()});
+    rows.push_back(
+        {"ENTRY:", d.entry_id() + ", sandbox " + ShortId(d.sandbox_id()) +
+                       (d.handoff_micros() > 0 ? ", handed over in " + Millis(d.handoff_micros())
+                                               : std::string())});
+  } else {
+    rows.push_back({"RESULT:", "miss: started cold by containerd"});
+    rows.push_back({"POOL:", OrDash(d.pool())});
+    rows.push_back({"REASON:", d.reason() + " [" + d.reason_code() + "]"});
+    if (std::string hint = ReasonHint(d.reason_code()); !hint.empty()) {
+      rows.push_back({"HINT:", hint});
+    }
+  }
+  rows.push_back({"WHEN:", when(d.decided_at_unix_nanos()) +
+                               (d.source() == "record" ? ", from its hand-off record" : "")});
+  std::string out = RenderTable(rows);
+  if (response.decisions_size() > 1) {
+    std::vector<Row> earlier = {{"WHEN", "ATTEMPT", "RESULT", "POOL", "REASON"}};
+    for (int i = 1; i < response.decisions_size(); ++i) {
+      const admin::v1::Decision& e = response.decisions(i);
+      earlier.push_back({Rfc3339(e.decided_at_unix_nanos()), std::to_string(e.attempt()),
+                         e.hit() ? "hit" : "miss", OrDash(e.pool()),
+                         e.hit() ? "-" : TableError(e.reason_code() + ": " + e.reason())});
+    }
+    out += "\nearlier decisions about " + PodName(d) + ":\n" + RenderTable(earlier);
+  }
+  return out;
+}
+
+std::string FormatExplainJson(const std::string& pod, const admin::v1::ExplainResponse& response) {
+  Json decisions = Json::array();
+  for (const admin::v1::Decision& d : response.decisions()) {
+    decisions.push_back({
+        {"namespace", d.namespace_()},
+        {"name", d.name()},
+        {"uid", d.uid()},
+        {"attempt", d.attempt()},
+        {"hit", d.hit()},
+        {"pool", d.pool()},
+        {"reason_code", d.reason_code()},
+        {"reason", d.reason()},
+        {"decided_at", TimeOrNull(d.decided_at_unix_nanos())},
+        {"entry_id", d.entry_id()},
+        {"sandbox_id", d.sandbox_id()},
+        {"handoff_ms", static_cast<double>(d.handoff_micros()) / 1000},
+        {"source", d.source()},
     });
   }
-  Json out = {{"pools", std::move(pools)}};
+  Json out = {
+      {"pod", pod},
+      {"found", !response.decisions().empty()},
+      {"decisions", std::move(decisions)},
+      {"log_since", TimeOrNull(response.log_since_unix_nanos())},
+      {"log_capacity", response.log_capacity()},
+  };
   return out.dump(2) + "\n";
 }
 

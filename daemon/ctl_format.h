@@ -40,6 +40,22 @@ std::string FormatEntriesTable(const admin::v1::ListEntriesResponse& response,
 std::string FormatPoolsJson(const admin::v1::ListPoolsResponse& response);
 std::string FormatEntriesJson(const admin::v1::ListEntriesResponse& response);
 
+// `warmpoolctl explain POD`: the newest decision in full, with a hint for
+// its reason, then earlier ones in a table; or why nothing is known. Times
+// relative to `now`.
+std::string FormatExplainTable(const std::string& pod, const admin::v1::ExplainResponse& response,
+                               std::chrono::system_clock::time_point now);
+// {"pod": ..., "found": ..., "decisions": [...], "log_since": ..., "log_capacity": ...}
+std::string FormatExplainJson(const std::string& pod, const admin::v1::ExplainResponse& response);
+// What to do about a miss of this reason code ("" for none known).
+std::string ReasonHint(const std::string& reason_code);
+
+// `warmpoolctl drain|fill POOL`: one line saying what happens now, or the
+// pool object as `pools -o json` shows it.
+std::string FormatDrainLine(const admin::v1::PoolStatus& pool);
+std::string FormatFillLine(const admin::v1::PoolStatus& pool);
+std::string FormatPoolJson(const admin::v1::PoolStatus& pool);
+
 // The line to print (no '\n') when connecting to the admin socket at `path`
 // failed with errno `err`.
 std::string DescribeConnectError(const std::string& path, int err);

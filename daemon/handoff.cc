@@ -191,7 +191,8 @@ Handoff::Handoff(PoolManager* pools, PoolObjects* objects, StateStore* store, Cg
       runtime_(runtime),
       containerd_root_(std::move(containerd_root)),
       own_placement_(std::make_unique<ContainerCgroups>(cgroups, nullptr)),
-      placement_(own_placement_.get()) {
+      placement_(own_placement_.get()),
+      decisions_(store) {
   objects_->SetStatsSource(
       [this](const AdoptedContainerView& view, v1::ContainerStats* out) { return Stats(view, out); });
   for (int i = 0; i < kWorkers; ++i) workers_.emplace_back([this] { WorkLoop(); });
@@ -302,7 +303,10 @@ absl::Status Handoff::ReleaseNetwork(const std::string& sandbox_id) {
 void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideCallback done) {
   v1::RunPodSandboxRequest req;
   if (!cri::ParseMessage(request, &req).ok()) return done(std::nullopt);  // containerd decides
-  if (pools_->passthrough()) return done(std::nullopt);
+  if (pools_->passthrough()) {
+    decisions_.Record(req.config(), false, "", "passthrough", "pools are off (daemon.passthrough)");
+    return done(std::nullopt);
+  }
   const std::vector<PoolConfig> pools = pools_->PoolConfigs();
   MatchResult match = MatchSandbox(req, pools);
   const std::string pod = PodNameOf(req.config());
@@ -316,6 +320,8 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
   }
   if (!match.hit) {
     Count(match.reason_code);
+    decisions_.Record(req.config(), false, match.pool ? match.pool->name : "", match.reason_code,
+                      match.reason);
     if (match.reason_code == "no_pool") {
       spdlog::debug("cold: pod {}: {}", pod, match.reason);
     } else {
@@ -330,6 +336,7 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
   auto claimed = pools_->Claim(pool);
   if (!claimed) {
     Count("pool_empty");
+    decisions_.Record(req.config(), false, pool, "pool_empty", pools_->EmptyReason(pool));
     spdlog::info("miss: pod {} pool {}: no frozen entry left [pool_empty]", pod, pool);
     return done(std::nullopt);
   }
@@ -339,6 +346,9 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
     absl::StatusOr<std::string> sandbox_id = Adopt(req, claimed, late_network);
     if (!sandbox_id.ok()) {
       Count("handoff_failed");
+      decisions_.Record(req.config(), false, pool, "handoff_failed",
+                        "hand-off of entry " + claimed.info.id +
+                            " failed, rolled back: " + std::string(sandbox_id.status().message()));
       spdlog::warn(
           "miss: pod {} pool {}: hand-off of entry {} failed, rolled back: {} "
           "[handoff_failed]",
@@ -346,6 +356,8 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
       return done(std::nullopt);
     }
     Count("hit");
+    decisions_.Record(req.config(), true, pool, "hit", "", claimed.info.id, *sandbox_id,
+                      Clock::now() - start);
     auto adopted = objects_->Adopted(*sandbox_id);
     spdlog::info(
         "hit: pod {} pool {} entry {} sandbox {} in {}us{}", pod, pool, claimed.info.id,

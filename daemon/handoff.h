@@ -71,6 +71,7 @@
 
 #include "cri/rewrite.h"
 #include "daemon/cgroups.h"
+#include "daemon/decisions.h"
 #include "daemon/late_network.h"
 #include "daemon/pool_manager.h"
 #include "daemon/pool_objects.h"
@@ -119,6 +120,8 @@ class Handoff final : public cri::RewritePolicy {
 
   // Hits and misses since start, by reason code ("hit" for hits).
   std::map<std::string, uint64_t> Counts();
+  // Every decision on a RunPodSandbox (warmpoolctl explain, metrics).
+  const DecisionLog& decisions() const { return decisions_; }
 
   // How long an adopted pod's unclaimed pre-started containers are kept
   // for kubelet's CreateContainer calls.
@@ -216,6 +219,7 @@ class Handoff final : public cri::RewritePolicy {
   std::mutex release_mu_;                   // serialises ReleaseNetwork
   std::vector<std::thread> workers_;
   std::thread reaper_;
+  DecisionLog decisions_;  // thread-safe on its own
 };
 
 }  // namespace warmpool

@@ -30,6 +30,8 @@
 #include "daemon/config.h"
 #include "daemon/handoff.h"
 #include "daemon/late_network.h"
+#include "daemon/metrics.h"
+#include "daemon/metrics_http.h"
 #include "daemon/notify.h"
 #include "daemon/pool_manager.h"
 #include "daemon/pool_objects.h"
@@ -155,7 +157,13 @@ int Run(const Config& config, const std::string& config_path) {
   }
   PoolObjects pool_objects;
   GrpcRuntimeClient runtime(upstream);
-  PoolManager pools(&runtime, &entry_cgroups, &pool_objects);
+  prom::LabeledHistograms entry_create(EntryCreateBuckets());
+  PoolManagerOptions pool_options;
+  pool_options.on_entry_frozen = [&entry_create](const std::string& pool,
+                                                 std::chrono::steady_clock::duration took) {
+    entry_create.Observe(pool, took);
+  };
+  PoolManager pools(&runtime, &entry_cgroups, &pool_objects, pool_options);
   Handoff handoff(&pools, &pool_objects, store->get(), &cgroups, &runtime,
                   config.daemon.containerd_root);
   handoff.set_container_cgroups(&container_cgroups);
@@ -189,11 +197,25 @@ int Run(const Config& config, const std::string& config_path) {
     spdlog::critical("cannot serve: {}", std::string(server.status().message()));
     return 1;
   }
-  auto admin = AdminServer::Start(config.daemon.admin, &pools);
+  auto admin = AdminServer::Start(config.daemon.admin, &pools, &handoff.decisions());
   if (!admin.ok()) {
     spdlog::critical("cannot serve the admin API: {}", std::string(admin.status().message()));
     (*server)->Shutdown(std::chrono::milliseconds(0));
     return 1;
+  }
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  if (!config.daemon.metrics_address.empty()) {
+    MetricsSources sources{&pools, &handoff.decisions(), &metrics, &entry_create, WARMPOOL_VERSION};
+    auto started = MetricsHttpServer::Start(config.daemon.metrics_address,
+                                            [sources] { return RenderMetrics(sources); });
+    if (!started.ok()) {
+      spdlog::critical("{} (daemon.metrics)", std::string(started.status().message()));
+      (*admin)->Shutdown();
+      (*server)->Shutdown(std::chrono::milliseconds(0));
+      return 1;
+    }
+    metrics_http = std::move(*started);
+    spdlog::info("serving metrics on http://{}/metrics", metrics_http->bound_address());
   }
 
   bool ready = false;
@@ -243,6 +265,7 @@ int Run(const Config& config, const std::string& config_path) {
       notifier.Stopping();
       (*server)->Shutdown(kShutdownGrace);
       (*admin)->Shutdown();
+      if (metrics_http) metrics_http->Stop();
       pools.Stop();  // frozen entries stay for the next start
       spdlog::info("stopped");
       return 0;
@@ -257,6 +280,9 @@ int Run(const Config& config, const std::string& config_path) {
         if (reloaded->daemon.listen != current.daemon.listen ||
             reloaded->daemon.upstream != current.daemon.upstream) {
           spdlog::warn("reload: daemon.listen and daemon.upstream take effect at the next start");
+        }
+        if (reloaded->daemon.metrics_address != current.daemon.metrics_address) {
+          spdlog::warn("reload: daemon.metrics takes effect at the next start");
         }
         spdlog::set_level(spdlog::level::from_str(reloaded->daemon.log_level));
         current = *reloaded;

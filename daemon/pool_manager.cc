@@ -3,7 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cinttypes>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -117,6 +120,7 @@ absl::Status PoolManager::Start(const Config& config) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     ApplyConfigLocked(config);
+    LoadHeldLocked();
   }
   HealthCheck(/*recovering=*/true);
   RefreshImages();
@@ -282,7 +286,7 @@ void PoolManager::Reconcile(std::unique_lock<std::mutex>& lock) {
   const bool off = daemon_.passthrough;
   // Surplus first: stale templates, drained pools, pools above target.
   for (auto& [name, pool] : pools_) {
-    const int target = off ? 0 : pool.config.size;
+    const int target = off || pool.held ? 0 : pool.config.size;
     int live = 0;
     std::vector<Entry*> frozen;
     for (auto& [id, e] : entries_) {
@@ -348,7 +352,7 @@ void PoolManager::Reconcile(std::unique_lock<std::mutex>& lock) {
     Pool* best = nullptr;
     int best_deficit = 0;
     for (auto& [name, pool] : pools_) {
-      if (pool.draining || pool.retry_at > now) continue;
+      if (pool.draining || pool.held || pool.retry_at > now) continue;
       int live = 0;
       for (const auto& [id, e] : entries_) {
         if (e.info.pool == name &&
@@ -435,6 +439,7 @@ void PoolManager::CreateWorker(std::string entry_id) {
     p.backoff = 0ms;
     p.retry_at = {};
     if (e.info.memory_bytes > 0) p.memory_estimate = e.info.memory_bytes;
+    if (options_.on_entry_frozen) options_.on_entry_frozen(e.info.pool, Clock::now() - started);
     spdlog::info("pool {}: entry {} frozen after {}ms (sandbox {}, {} held)", e.info.pool, entry_id,
                  Ms(Clock::now() - started), e.info.sandbox_id.substr(0, 13),
                  HumanBytes(e.info.memory_bytes));
@@ -856,7 +861,9 @@ void PoolManager::RefreshImages() {
 std::optional<PoolManager::Claimed> PoolManager::Claim(const std::string& pool_name) {
   std::lock_guard<std::mutex> lock(mu_);
   auto pit = pools_.find(pool_name);
-  if (pit == pools_.end() || pit->second.draining || daemon_.passthrough) return std::nullopt;
+  if (pit == pools_.end() || pit->second.draining || pit->second.held || daemon_.passthrough) {
+    return std::nullopt;
+  }
   Entry* best = nullptr;
   for (auto& [id, e] : entries_) {
     if (e.info.pool != pool_name || e.info.state != EntryState::kFrozen ||
@@ -914,37 +921,40 @@ bool PoolManager::passthrough() {
 std::vector<PoolStatus> PoolManager::Pools() {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<PoolStatus> out;
-  for (const auto& [name, pool] : pools_) {
-    PoolStatus ps;
-    ps.name = name;
-    ps.target = daemon_.passthrough ? 0 : pool.config.size;
-    ps.failures = pool.failures;
-    ps.hits = pool.hits;
-    ps.last_error = pool.last_error;
-    ps.backoff = pool.retry_at > Clock::now() ? pool.backoff : 0ms;
-    ps.draining = pool.draining;
-    ps.adopted = objects_->AdoptedCount(name);
-    for (const auto& [id, e] : entries_) {
-      if (e.info.pool != name) continue;
-      switch (e.info.state) {
-        case EntryState::kCreating:
-          ps.creating++;
-          break;
-        case EntryState::kWarming:
-          ps.warming++;
-          break;
-        case EntryState::kFrozen:
-          ps.frozen++;
-          ps.memory_bytes += e.info.memory_bytes;
-          break;
-        case EntryState::kAdopted:  // counted from the adopted records above
-        case EntryState::kDestroying:
-          break;
-      }
-    }
-    out.push_back(ps);
-  }
+  for (const auto& [name, pool] : pools_) out.push_back(StatusLocked(name, pool));
   return out;
+}
+
+PoolStatus PoolManager::StatusLocked(const std::string& name, const Pool& pool) const {
+  PoolStatus ps;
+  ps.name = name;
+  ps.target = daemon_.passthrough ? 0 : pool.config.size;
+  ps.failures = pool.failures;
+  ps.hits = pool.hits;
+  ps.last_error = pool.last_error;
+  ps.backoff = pool.retry_at > Clock::now() ? pool.backoff : 0ms;
+  ps.draining = pool.draining;
+  ps.drained = pool.held;
+  ps.adopted = objects_->AdoptedCount(name);
+  for (const auto& [id, e] : entries_) {
+    if (e.info.pool != name) continue;
+    switch (e.info.state) {
+      case EntryState::kCreating:
+        ps.creating++;
+        break;
+      case EntryState::kWarming:
+        ps.warming++;
+        break;
+      case EntryState::kFrozen:
+        ps.frozen++;
+        ps.memory_bytes += e.info.memory_bytes;
+        break;
+      case EntryState::kAdopted:  // counted from the adopted records above
+      case EntryState::kDestroying:
+        break;
+    }
+  }
+  return ps;
 }
 
 std::vector<EntryInfo> PoolManager::Entries() {
@@ -952,6 +962,111 @@ std::vector<EntryInfo> PoolManager::Entries() {
   std::vector<EntryInfo> out;
   for (const auto& [id, e] : entries_) out.push_back(e.info);
   return out;
+}
+
+// ------------------------------------------------------- drain and fill --
+
+absl::StatusOr<PoolStatus> PoolManager::Drain(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pools_.find(name);
+  if (it == pools_.end()) return absl::NotFoundError("no pool named '" + name + "'");
+  Pool& pool = it->second;
+  if (!pool.held) {
+    pool.held = true;
+    SaveHeldLocked();
+    int frozen = 0;
+    for (const auto& [id, e] : entries_) {
+      if (e.info.pool == name && e.info.state == EntryState::kFrozen) frozen++;
+    }
+    spdlog::info(
+        "pool {}: drained by warmpoolctl: removing its {} frozen entries; no refills until "
+        "warmpoolctl fill {}",
+        name, frozen, name);
+  }
+  cv_.notify_all();  // the reconciler destroys the frozen entries as surplus
+  return StatusLocked(name, pool);
+}
+
+absl::StatusOr<PoolStatus> PoolManager::Fill(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pools_.find(name);
+  if (it == pools_.end()) return absl::NotFoundError("no pool named '" + name + "'");
+  Pool& pool = it->second;
+  if (pool.draining) {
+    return absl::FailedPreconditionError("pool '" + name +
+                                         "' was removed from the config and is being drained; "
+                                         "add it back to the config and reload to fill it");
+  }
+  const bool was_held = pool.held;
+  pool.held = false;
+  pool.consecutive_failures = 0;
+  pool.backoff = 0ms;
+  pool.retry_at = {};
+  if (was_held) SaveHeldLocked();
+  spdlog::info("pool {}: fill requested by warmpoolctl{}; refilling to {}", name,
+               was_held ? " (drain undone)" : "", pool.config.size);
+  cv_.notify_all();
+  return StatusLocked(name, pool);
+}
+
+std::string PoolManager::EmptyReason(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pools_.find(name);
+  if (it == pools_.end()) return "pool " + name + " is not configured";
+  const Pool& pool = it->second;
+  if (daemon_.passthrough) return "pools are off (daemon.passthrough = true)";
+  if (pool.held) {
+    return "pool " + name + " is drained (warmpoolctl drain); warmpoolctl fill " + name +
+           " refills it";
+  }
+  if (pool.draining) return "pool " + name + " was removed from the config";
+  const PoolStatus ps = StatusLocked(name, pool);
+  std::string why = "no frozen entry left (target " + std::to_string(ps.target) + ", " +
+                    std::to_string(ps.warming) + " warming, " + std::to_string(ps.creating) +
+                    " creating)";
+  if (ps.backoff.count() > 0) {
+    why += "; retrying in " + std::to_string(ps.backoff.count()) +
+           "ms after a failure: " + pool.last_error;
+  } else if (BudgetUsedLocked() + pool.memory_estimate > daemon_.memory_budget_bytes) {
+    why += "; the memory budget (" + HumanBytes(daemon_.memory_budget_bytes) + ") is reached";
+  }
+  return why;
+}
+
+void PoolManager::SaveHeldLocked() const {
+  std::string text;
+  for (const auto& [name, pool] : pools_) {
+    if (pool.held) text += name + "\n";
+  }
+  const std::string path = daemon_.state_dir + "/drained-pools";
+  std::error_code ec;
+  std::filesystem::create_directories(daemon_.state_dir, ec);
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  bool ok = f != nullptr && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (f != nullptr) ok = std::fclose(f) == 0 && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    spdlog::warn("cannot save {}: {}; a restart forgets which pools are drained", path,
+                 std::strerror(errno));
+  }
+}
+
+void PoolManager::LoadHeldLocked() {
+  FILE* f = std::fopen((daemon_.state_dir + "/drained-pools").c_str(), "r");
+  if (f == nullptr) return;
+  char line[256];
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    std::string name(line);
+    while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+    auto it = pools_.find(name);
+    if (it == pools_.end() || it->second.held) continue;
+    it->second.held = true;
+    spdlog::info(
+        "pool {}: stays drained (warmpoolctl drain before the restart); warmpoolctl "
+        "fill {} refills it",
+        name, name);
+  }
+  std::fclose(f);
 }
 
 }  // namespace warmpool

@@ -36,10 +36,12 @@
 //   4. only then does filling start (and warmpoold reports READY).
 
 #include <absl/status/status.h>
+#include <absl/status/statusor.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -93,6 +95,10 @@ struct PoolManagerOptions {
   std::chrono::milliseconds health_interval{std::chrono::seconds(10)};
   std::chrono::milliseconds backoff_initial{std::chrono::seconds(1)};
   std::chrono::milliseconds backoff_max{std::chrono::minutes(5)};
+  // Called when an entry of `pool` is frozen, with how long it took from the
+  // start of its creation (metrics: refill durations). Runs with the
+  // manager's lock held: it must only record, never call back.
+  std::function<void(const std::string& pool, std::chrono::steady_clock::duration)> on_entry_frozen;
 };
 
 class PoolManager final : public AdminBackend {
@@ -137,11 +143,24 @@ class PoolManager final : public AdminBackend {
   std::vector<PoolStatus> Pools() override;
   std::vector<EntryInfo> Entries() override;
 
+  // `warmpoolctl drain POOL`: the pool stops refilling and its frozen entries
+  // are destroyed (entries being made are destroyed once made); it serves no
+  // pod until Fill. Kept across reloads and restarts (state_dir/drained-pools).
+  // NotFound: no such pool.
+  absl::StatusOr<PoolStatus> Drain(const std::string& pool) override;
+  // `warmpoolctl fill POOL`: undoes a drain and refills now (a failure
+  // back-off is cleared). NotFound: no such pool; FailedPrecondition: the
+  // pool was removed from the config.
+  absl::StatusOr<PoolStatus> Fill(const std::string& pool) override;
+  // One line for people: why `pool` has no frozen entry to hand out now.
+  std::string EmptyReason(const std::string& pool);
+
  private:
   struct Pool {
     PoolConfig config;
     std::string template_hash;
     bool draining = false;  // removed from the config
+    bool held = false;      // drained by warmpoolctl (see Drain)
     uint64_t failures = 0;
     uint64_t hits = 0;
     int consecutive_failures = 0;
@@ -177,6 +196,10 @@ class PoolManager final : public AdminBackend {
   std::string EntryDirLocked(const std::string& pool, const std::string& id) const;  // mu_ held
   bool StoppingLocked() const { return stopping_; }
   void ApplyConfigLocked(const Config& config);
+  PoolStatus StatusLocked(const std::string& name, const Pool& pool) const;  // mu_ held
+  // state_dir/drained-pools: the pools drained by warmpoolctl, one a line.
+  void SaveHeldLocked() const;  // mu_ held
+  void LoadHeldLocked();        // mu_ held
 
   RuntimeClient* runtime_;
   EntryCgroups* cgroups_;

@@ -48,6 +48,7 @@ struct PoolStatus {
   std::string last_error;                // the most recent failure's reason
   std::chrono::milliseconds backoff{0};  // current retry delay after failures (0: none)
   bool draining = false;                 // removed from the config; entries being destroyed
+  bool drained = false;  // `warmpoolctl drain`: no refills, frozen entries removed, until `fill`
 };
 
 }  // namespace warmpool

@@ -2,8 +2,12 @@
 //
 //   warmpoolctl [--admin SOCK] pools   [-o table|json]
 //   warmpoolctl [--admin SOCK] entries [--pool NAME] [-o table|json]
+//   warmpoolctl [--admin SOCK] explain POD [-o table|json]
+//   warmpoolctl [--admin SOCK] drain POOL [--wait [--timeout S]] [-o table|json]
+//   warmpoolctl [--admin SOCK] fill POOL [--wait [--timeout S]] [-o table|json]
 //
-// Exit status: 0 done, 1 warmpoold unreachable or the call failed, 2 usage.
+// Exit status: 0 done, 1 warmpoold unreachable, the call failed, explain
+// knows nothing about the pod, or --wait timed out; 2 usage.
 
 #include <grpcpp/grpcpp.h>
 #include <sys/socket.h>
@@ -17,6 +21,7 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include "daemon/ctl_format.h"
 #include "warmpool_admin.grpc.pb.h"
@@ -83,6 +88,35 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
 
+  std::string pod;
+  CLI::App* explain = app.add_subcommand(
+      "explain", "Was POD served by a pool, and if not, why (POD: namespace/name, uid, or name)");
+  explain->add_option("POD", pod, "namespace/name, the pod's uid, or a name in default")
+      ->required();
+  explain->add_option("-o,--output", output, "table (for people) or json (for scripts)")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+
+  std::string target_pool;
+  bool wait = false;
+  int timeout_seconds = 120;
+  CLI::App* drain =
+      app.add_subcommand("drain", "Stop refilling POOL and remove its frozen entries (until fill)");
+  CLI::App* fill =
+      app.add_subcommand("fill", "Undo a drain of POOL and refill it now (clears a back-off)");
+  for (CLI::App* cmd : {drain, fill}) {
+    cmd->add_option("POOL", target_pool, "the pool's name")->required();
+    cmd->add_flag("--wait", wait,
+                  cmd == drain ? "wait until the pool has no entry left"
+                               : "wait until the pool is full (frozen = target)");
+    cmd->add_option("--timeout", timeout_seconds, "seconds --wait waits at most")
+        ->check(CLI::Range(1, 3600))
+        ->capture_default_str();
+    cmd->add_option("-o,--output", output, "table (for people) or json (for scripts)")
+        ->check(CLI::IsMember({"table", "json"}))
+        ->capture_default_str();
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -105,7 +139,7 @@ int main(int argc, char** argv) {
     if (!status.ok()) return Fail(warmpool::ctl::DescribeRpcError(path, status, kDeadline));
     std::cout << (output == "json" ? warmpool::ctl::FormatPoolsJson(response)
                                    : warmpool::ctl::FormatPoolsTable(response));
-  } else {
+  } else if (entries->parsed()) {
     warmpool::admin::v1::ListEntriesRequest request;
     request.set_pool(pool);
     warmpool::admin::v1::ListEntriesResponse response;
@@ -114,6 +148,70 @@ int main(int argc, char** argv) {
     std::cout << (output == "json" ? warmpool::ctl::FormatEntriesJson(response)
                                    : warmpool::ctl::FormatEntriesTable(
                                          response, std::chrono::system_clock::now()));
+  } else if (explain->parsed()) {
+    warmpool::admin::v1::ExplainRequest request;
+    request.set_pod(pod);
+    warmpool::admin::v1::ExplainResponse response;
+    grpc::Status status = stub->Explain(&context, request, &response);
+    if (!status.ok()) return Fail(warmpool::ctl::DescribeRpcError(path, status, kDeadline));
+    std::cout << (output == "json" ? warmpool::ctl::FormatExplainJson(pod, response)
+                                   : warmpool::ctl::FormatExplainTable(
+                                         pod, response, std::chrono::system_clock::now()));
+    std::cout.flush();
+    if (response.decisions().empty()) return 1;
+  } else {
+    const bool draining = drain->parsed();
+    warmpool::admin::v1::PoolStatus result;
+    grpc::Status status;
+    if (draining) {
+      warmpool::admin::v1::DrainRequest request;
+      request.set_pool(target_pool);
+      warmpool::admin::v1::DrainResponse response;
+      status = stub->Drain(&context, request, &response);
+      result = response.pool();
+    } else {
+      warmpool::admin::v1::FillRequest request;
+      request.set_pool(target_pool);
+      warmpool::admin::v1::FillResponse response;
+      status = stub->Fill(&context, request, &response);
+      result = response.pool();
+    }
+    if (!status.ok()) return Fail(warmpool::ctl::DescribeRpcError(path, status, kDeadline));
+    // --wait: poll the pool until drained empty / filled to target.
+    auto done = [&](const warmpool::admin::v1::PoolStatus& p) {
+      return draining ? p.frozen() + p.warming() + p.creating() == 0 : p.frozen() >= p.target();
+    };
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+    while (wait && !done(result)) {
+      if (std::chrono::steady_clock::now() >= give_up) {
+        std::cerr << "warmpoolctl: pool " << target_pool << " not " << (draining ? "empty" : "full")
+                  << " after " << timeout_seconds << "s: " << result.frozen() << " frozen, "
+                  << result.warming() << " warming, " << result.creating() << " creating"
+                  << (result.last_error().empty() ? "" : "; last error: " + result.last_error())
+                  << "\n";
+        return 1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      grpc::ClientContext poll;
+      poll.set_deadline(std::chrono::system_clock::now() + kDeadline);
+      warmpool::admin::v1::ListPoolsResponse pools_now;
+      status = stub->ListPools(&poll, {}, &pools_now);
+      if (!status.ok()) return Fail(warmpool::ctl::DescribeRpcError(path, status, kDeadline));
+      bool found = false;
+      for (const auto& p : pools_now.pools()) {
+        if (p.name() == target_pool) {
+          result = p;
+          found = true;
+        }
+      }
+      if (!found) return Fail("warmpoolctl: pool " + target_pool + " is gone");
+    }
+    if (output == "json") {
+      std::cout << warmpool::ctl::FormatPoolJson(result);
+    } else {
+      std::cout << (draining ? warmpool::ctl::FormatDrainLine(result)
+                             : warmpool::ctl::FormatFillLine(result));
+    }
   }
   std::cout.flush();
   return std::cout ? 0 : 1;

@@ -22,6 +22,8 @@ PACKAGES=(
   # the Debian package (cpack -G DEB: dpkg-shlibdeps, file) and its tests;
   # the Kubernetes manifests' schema test
   dpkg-dev file python3-yaml python3-kubernetes
+  # observability_test checks a scrape with Prometheus' own text parser
+  python3 python3-prometheus-client
 )
 
 die() { echo "deps.sh: $*" >&2; exit 1; }

@@ -99,6 +99,29 @@ std::vector<EntryInfo> FixtureEntries(system_clock::time_point now) {
 class FakeBackend : public AdminBackend {
  public:
   explicit FakeBackend(system_clock::time_point now) : entries_(FixtureEntries(now)) {}
+  absl::StatusOr<PoolStatus> Drain(const std::string& pool) override {
+    std::lock_guard lock(mu_);
+    for (PoolStatus& p : pools_) {
+      if (p.name == pool) {
+        p.drained = true;
+        return p;
+      }
+    }
+    return absl::NotFoundError("no pool named '" + pool + "'");
+  }
+  absl::StatusOr<PoolStatus> Fill(const std::string& pool) override {
+    std::lock_guard lock(mu_);
+    for (PoolStatus& p : pools_) {
+      if (p.name == pool && p.draining) {
+        return absl::FailedPreconditionError("pool '" + pool + "' was removed from the config");
+      }
+      if (p.name == pool) {
+        p.drained = false;
+        return p;
+      }
+    }
+    return absl::NotFoundError("no pool named '" + pool + "'");
+  }
   std::vector<PoolStatus> Pools() override {
     std::lock_guard lock(mu_);
     return pools_;
@@ -160,7 +183,8 @@ const char kPoolsJson[] = R"({
       "memory_bytes": 12897485,
       "backoff_ms": 0,
       "draining": false,
-      "last_error": ""
+      "last_error": "",
+      "drained": false
     },
     {
       "name": "any",
@@ -174,7 +198,8 @@ const char kPoolsJson[] = R"({
       "memory_bytes": 0,
       "backoff_ms": 4000,
       "draining": false,
-      "last_error": "RunPodSandbox: rpc error: code = Unknown desc = failed to setup network for sandbox"
+      "last_error": "RunPodSandbox: rpc error: code = Unknown desc = failed to setup network for sandbox",
+      "drained": false
     },
     {
       "name": "old",
@@ -188,7 +213,8 @@ const char kPoolsJson[] = R"({
       "memory_bytes": 1536,
       "backoff_ms": 0,
       "draining": true,
-      "last_error": ""
+      "last_error": "",
+      "drained": false
     }
   ]
 }
@@ -296,6 +322,144 @@ TEST(CtlFormat, Errors) {
             "warmpoolctl: no pool");
 }
 
+// ---- explain ---------------------------------------------------------------
+
+Decision MissDecision() {
+  Decision d;
+  d.pod_namespace = "default";
+  d.pod_name = "web-1";
+  d.pod_uid = "uid-web-1";
+  d.pool = "any";
+  d.reason_code = "security_context";
+  d.reason = "config.linux.security_context.privileged: pod asks true, pool has false";
+  d.at = kGoldenNow - 200s;
+  return d;
+}
+
+Decision HitDecision() {
+  Decision d;
+  d.pod_namespace = "default";
+  d.pod_name = "web-1";
+  d.pod_uid = "uid-web-1";
+  d.attempt = 1;
+  d.hit = true;
+  d.pool = "any";
+  d.reason_code = "hit";
+  d.reason = "served by pool any: frozen entry 71e7e116b564 handed over in 37.5 ms";
+  d.entry_id = "71e7e116b564";
+  d.sandbox_id = kSandbox1;
+  d.handoff = 37492us;
+  d.at = kGoldenNow - 90s;
+  return d;
+}
+
+admin::v1::ExplainResponse GoldenExplain(std::vector<Decision> decisions) {
+  admin::v1::ExplainResponse r;
+  for (const Decision& d : decisions) *r.add_decisions() = ToProto(d);
+  r.set_log_since_unix_nanos(1714564800'000000000 - 3600'000000000);
+  r.set_log_capacity(4096);
+  return r;
+}
+
+TEST(CtlFormat, ExplainHitWithAnEarlierMiss) {
+  EXPECT_EQ(ctl::FormatExplainTable("default/web-1", GoldenExplain({HitDecision(), MissDecision()}),
+                                    kGoldenNow),
+            "POD:      default/web-1 (uid uid-web-1), attempt 1\n"
+            "RESULT:   hit: served by pool any\n"
+            "ENTRY:    71e7e116b564, sandbox 4c1f0a9e2b7d5, handed over in 37.5 ms\n"
+            "WHEN:     2024-05-01T11:58:30Z (1m ago)\n"
+            "\n"
+            "earlier decisions about default/web-1:\n"
+            "WHEN                   ATTEMPT   RESULT   POOL   REASON\n"
+            "2024-05-01T11:56:40Z   0         miss     any    security_context: "
+            "config.linux.security_context.privilege...\n");
+}
+
+TEST(CtlFormat, ExplainMissWithHint) {
+  EXPECT_EQ(ctl::FormatExplainTable("uid-web-1", GoldenExplain({MissDecision()}), kGoldenNow),
+            "POD:      default/web-1 (uid uid-web-1), attempt 0\n"
+            "RESULT:   miss: started cold by containerd\n"
+            "POOL:     any\n"
+            "REASON:   config.linux.security_context.privileged: pod asks true, pool has false "
+            "[security_context]\n"
+            "HINT:     the pod asks for something the pool's entries were not made with; make the "
+            "pool's [pool.sandbox] equal the pod's spec (or the pod's spec equal the pool)\n"
+            "WHEN:     2024-05-01T11:56:40Z (3m ago)\n");
+}
+
+TEST(CtlFormat, ExplainNothingKnown) {
+  EXPECT_EQ(ctl::FormatExplainTable("default/nope", GoldenExplain({}), kGoldenNow),
+            "no decision known for pod default/nope: warmpoold saw no RunPodSandbox for it since "
+            "it started at 2024-05-01T11:00:00Z (1h ago) (it remembers the last 4096 decisions, "
+            "and hits for as long as their pod exists); check the name (namespace/name or uid) "
+            "and that kubelet talks to warmpoold\n");
+  EXPECT_EQ(ctl::FormatExplainJson("default/nope", GoldenExplain({})), R"({
+  "pod": "default/nope",
+  "found": false,
+  "decisions": [],
+  "log_since": "2024-05-01T11:00:00Z",
+  "log_capacity": 4096
+}
+)");
+}
+
+TEST(CtlFormat, ExplainJson) {
+  EXPECT_EQ(ctl::FormatExplainJson("default/web-1", GoldenExplain({HitDecision()})), R"({
+  "pod": "default/web-1",
+  "found": true,
+  "decisions": [
+    {
+      "namespace": "default",
+      "name": "web-1",
+      "uid": "uid-web-1",
+      "attempt": 1,
+      "hit": true,
+      "pool": "any",
+      "reason_code": "hit",
+      "reason": "served by pool any: frozen entry 71e7e116b564 handed over in 37.5 ms",
+      "decided_at": "2024-05-01T11:58:30Z",
+      "entry_id": "71e7e116b564",
+      "sandbox_id": "4c1f0a9e2b7d55aa0e3d6c8b9f1e2d3c4b5a69784c1f0a9e2b7d55aa0e3d6c8b",
+      "handoff_ms": 37.492,
+      "source": "log"
+    }
+  ],
+  "log_since": "2024-05-01T11:00:00Z",
+  "log_capacity": 4096
+}
+)");
+}
+
+TEST(CtlFormat, ReasonHints) {
+  for (const char* code : {"no_pool",
+                           "unknown_pool",
+                           "namespace",
+                           "unknown_field",
+                           "runtime_handler",
+                           "namespace_options",
+                           "security_context",
+                           "sysctls",
+                           "port_mappings",
+                           "windows",
+                           "image",
+                           "env",
+                           "command",
+                           "args",
+                           "working_dir",
+                           "stdin",
+                           "tty",
+                           "devices",
+                           "stop_signal",
+                           "template",
+                           "app_pool",
+                           "pool_empty",
+                           "handoff_failed",
+                           "passthrough"}) {
+    EXPECT_NE(ctl::ReasonHint(code), "") << code;
+  }
+  EXPECT_EQ(ctl::ReasonHint("hit"), "");
+}
+
 // ---- the server ----------------------------------------------------------
 
 class TempDir {
@@ -316,7 +480,9 @@ class AdminServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     socket_ = dir_.path() + "/run/admin.sock";  // parent created by Start
-    auto server = AdminServer::Start(socket_, &backend_);
+    decisions_.Record(MissDecision());
+    decisions_.Record(HitDecision());
+    auto server = AdminServer::Start(socket_, &backend_, &decisions_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     stub_ = admin::v1::Admin::NewStub(
@@ -332,6 +498,7 @@ class AdminServerTest : public ::testing::Test {
   TempDir dir_;
   system_clock::time_point now_ = system_clock::now();
   FakeBackend backend_{now_};
+  DecisionLog decisions_;
   std::string socket_;
   std::unique_ptr<AdminServer> server_;
   std::unique_ptr<admin::v1::Admin::Stub> stub_;
@@ -563,6 +730,95 @@ TEST_F(AdminServerTest, CtlAsNonRootIsDenied) {
   EXPECT_EQ(run.err, "warmpoolctl: cannot reach warmpoold at " + socket_ +
                          ": permission denied (the admin socket is root only: run warmpoolctl "
                          "as root)\n");
+}
+
+TEST_F(AdminServerTest, ExplainRoundTripsAndCtlPrintsIt) {
+  admin::v1::ExplainRequest request;
+  request.set_pod("uid-web-1");
+  admin::v1::ExplainResponse response;
+  ASSERT_TRUE(stub_->Explain(Context().get(), request, &response).ok());
+  ASSERT_EQ(response.decisions_size(), 2);
+  EXPECT_TRUE(response.decisions(0).hit());  // newest first
+  EXPECT_EQ(response.decisions(0).handoff_micros(), 37492);
+  EXPECT_EQ(response.decisions(1).reason_code(), "security_context");
+  EXPECT_EQ(response.log_capacity(), 4096u);
+  EXPECT_GT(response.log_since_unix_nanos(), 0);
+
+  request.set_pod("");
+  EXPECT_EQ(stub_->Explain(Context().get(), request, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  CtlRun run = RunCtl(dir_, {"--admin", socket_, "explain", "default/web-1"});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_TRUE(
+      run.out.starts_with("POD:      default/web-1 (uid uid-web-1), attempt 1\n"
+                          "RESULT:   hit: served by pool any\n"))
+      << run.out;
+  EXPECT_NE(run.out.find("earlier decisions about default/web-1:"), std::string::npos);
+
+  run = RunCtl(dir_, {"--admin", socket_, "explain", "web-1", "-o", "json"});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("\"found\": true"), std::string::npos) << run.out;
+
+  run = RunCtl(dir_, {"--admin", socket_, "explain", "default/nope"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_TRUE(run.out.starts_with("no decision known for pod default/nope:")) << run.out;
+  run = RunCtl(dir_, {"--admin", socket_, "explain", "default/nope", "-o", "json"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.out.find("\"found\": false"), std::string::npos) << run.out;
+
+  run = RunCtl(dir_, {"--admin", socket_, "explain"});
+  EXPECT_EQ(run.exit_code, 2);
+}
+
+TEST_F(AdminServerTest, CtlDrainsAndFills) {
+  CtlRun run = RunCtl(dir_, {"--admin", socket_, "drain", "py-api"});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out,
+            "pool py-api drained: 3 entries being removed; it serves no pod and does not refill "
+            "until: warmpoolctl fill py-api\n");
+  run = RunCtl(dir_, {"--admin", socket_, "pools"});
+  EXPECT_NE(run.out.find("py-api (drained)"), std::string::npos) << run.out;
+  run = RunCtl(dir_, {"--admin", socket_, "pools", "-o", "json"});
+  EXPECT_NE(run.out.find("\"drained\": true"), std::string::npos) << run.out;
+
+  run = RunCtl(dir_, {"--admin", socket_, "fill", "py-api", "-o", "json"});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_TRUE(run.out.starts_with("{\n  \"name\": \"py-api\",\n")) << run.out;
+  EXPECT_NE(run.out.find("\"drained\": false"), std::string::npos) << run.out;
+  run = RunCtl(dir_, {"--admin", socket_, "fill", "py-api"});
+  EXPECT_EQ(run.out, "pool py-api filling: 2 of 3 frozen, 1 being made\n");
+
+  run = RunCtl(dir_, {"--admin", socket_, "drain", "nope"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_EQ(run.err, "warmpoolctl: no pool named 'nope'\n");
+  run = RunCtl(dir_, {"--admin", socket_, "fill", "old"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_EQ(run.err, "warmpoolctl: pool 'old' was removed from the config\n");
+  // --wait gives up with what it saw (the fake never changes its counts).
+  run = RunCtl(dir_, {"--admin", socket_, "drain", "py-api", "--wait", "--timeout", "1"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_EQ(run.err,
+            "warmpoolctl: pool py-api not empty after 1s: 2 frozen, 1 warming, 0 creating\n");
+  run = RunCtl(dir_, {"--admin", socket_, "drain"});
+  EXPECT_EQ(run.exit_code, 2);
+}
+
+TEST(Ctl, NoDaemonForEveryCommand) {
+  TempDir dir;
+  const std::string missing = dir.path() + "/admin.sock";
+  for (std::vector<std::string> args : {std::vector<std::string>{"explain", "default/x"},
+                                        {"drain", "any"},
+                                        {"fill", "any"},
+                                        {"entries"}}) {
+    args.insert(args.begin(), {"--admin", missing});
+    CtlRun run = RunCtl(dir, args);
+    EXPECT_EQ(run.exit_code, 1) << args[2];
+    EXPECT_EQ(run.out, "");
+    EXPECT_EQ(run.err, "warmpoolctl: cannot reach warmpoold at " + missing +
+                           ": no such socket (is warmpoold running? see systemctl status "
+                           "warmpool)\n");
+  }
 }
 
 }  // namespace

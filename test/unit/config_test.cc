@@ -548,14 +548,31 @@ TEST(ConfigErrorTest, BadByteSize) {
 
 TEST(ConfigErrorTest, MetricsMustBeLoopback) {
   EXPECT_EQ(Errors("[daemon]\nmetrics = \"0.0.0.0:9464\"\n"),
-            "t.toml:2:11: daemon.metrics: must be \"\" (off) or a loopback host:port such as "
-            "\"127.0.0.1:9464\"; host must be a loopback address (127.0.0.1, [::1] or "
-            "localhost), got \"0.0.0.0\"");
+            "t.toml:2:11: daemon.metrics: must be a loopback address (127.0.0.1, [::1] or "
+            "localhost), got \"0.0.0.0:9464\"; metrics carry pool and pod names: to serve them "
+            "beyond this node, set daemon.metrics_allow_non_loopback = true");
+  EXPECT_THAT(Errors("[daemon]\nmetrics = \"10.1.2.3:9464\"\n"),
+              HasSubstr("daemon.metrics_allow_non_loopback = true"));
+  EXPECT_THAT(Errors("[daemon]\nmetrics = \"[::]:9464\"\n"),
+              HasSubstr("daemon.metrics_allow_non_loopback = true"));
   EXPECT_THAT(Errors("[daemon]\nmetrics = \"127.0.0.1\"\n"), HasSubstr("missing :PORT"));
-  EXPECT_THAT(Errors("[daemon]\nmetrics = \"127.0.0.1:0\"\n"), HasSubstr("port must be 1..65535"));
+  EXPECT_THAT(Errors("[daemon]\nmetrics = \"127.0.0.1:65536\"\n"),
+              HasSubstr("port must be 0..65535 (0: any free port), got \"65536\""));
+  EXPECT_THAT(Errors("[daemon]\nmetrics = \"127.0.0.1:x\"\n"), HasSubstr("port must be"));
+  EXPECT_THAT(Errors("[daemon]\nmetrics = \"metrics.example:9464\"\n"),
+              HasSubstr("host must be an IP address or localhost, got \"metrics.example\""));
+  EXPECT_THAT(Errors("[daemon]\nmetrics = \"::1:9464\"\n"), HasSubstr("[::1]:PORT"));
+  EXPECT_THAT(Errors("[daemon]\nmetrics_allow_non_loopback = \"yes\"\n"),
+              HasSubstr("daemon.metrics_allow_non_loopback"));
   EXPECT_EQ(MustParse("[daemon]\nmetrics = \"[::1]:9464\"\n").daemon.metrics_address, "[::1]:9464");
   EXPECT_EQ(MustParse("[daemon]\nmetrics = \"localhost:9464\"\n").daemon.metrics_address,
             "localhost:9464");
+  EXPECT_EQ(MustParse("[daemon]\nmetrics = \"127.0.0.1:0\"\n").daemon.metrics_address,
+            "127.0.0.1:0");
+  const Config remote =
+      MustParse("[daemon]\nmetrics = \"0.0.0.0:9464\"\nmetrics_allow_non_loopback = true\n");
+  EXPECT_EQ(remote.daemon.metrics_address, "0.0.0.0:9464");
+  EXPECT_TRUE(remote.daemon.metrics_allow_non_loopback);
 }
 
 TEST(ConfigTest, LateNetworkKeys) {
