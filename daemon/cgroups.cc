@@ -581,11 +581,15 @@ absl::Status Cgroups::SetFrozen(const std::string& path, bool frozen) {
 
   // Poll the kernel's view with growing intervals: freezing usually completes
   // within microseconds, but a task in an uninterruptible sleep delays it.
-  // While v1 reports FREEZING the write is repeated now and then, which makes
-  // the kernel retry the tasks it could not freeze yet (as runc does).
+  // While v1 reports FREEZING the write is repeated every 10 ms, which makes
+  // the kernel retry the tasks it could not freeze yet, and every 50 ms the
+  // cgroup is thawed for a moment first: v1 can stay FREEZING for good when
+  // it raced a fork, and only a thaw unsticks it (runc does the same). We saw
+  // this on a loaded 2-core VM: FREEZING for the whole 2 s without the thaw.
   using Clock = std::chrono::steady_clock;
   const Clock::time_point deadline = Clock::now() + state_timeout_;
   Clock::time_point last_write = Clock::now();
+  Clock::time_point last_thaw = last_write;
   std::chrono::microseconds interval(20);
   std::string state;
   for (;;) {
@@ -596,8 +600,13 @@ absl::Status Cgroups::SetFrozen(const std::string& path, bool frozen) {
     Clock::time_point now = Clock::now();
     if (now >= deadline) break;
     if (!h.v2 && frozen && now - last_write >= std::chrono::milliseconds(10)) {
+      if (now - last_thaw >= std::chrono::milliseconds(50)) {
+        WP_RETURN_IF_ERROR(WriteFile(h, path, file, "THAWED"));
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        last_thaw = Clock::now();
+      }
       WP_RETURN_IF_ERROR(WriteFile(h, path, file, value));
-      last_write = now;
+      last_write = Clock::now();
     }
     std::this_thread::sleep_for(std::min<Clock::duration>(interval, deadline - now));
     interval = std::min<std::chrono::microseconds>(interval * 2, std::chrono::milliseconds(5));

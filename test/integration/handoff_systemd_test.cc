@@ -93,7 +93,9 @@ class HandoffSystemdTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (driver_) EXPECT_EQ(driver_->Cleanup(), "");
+    if (driver_) {
+      EXPECT_EQ(driver_->Cleanup(), "");
+    }
     driver_.reset();
     if (daemon_ && daemon_->running()) {
       // Drain the pools (reload with none), then stop.

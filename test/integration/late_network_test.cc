@@ -90,7 +90,9 @@ class LateNetworkTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (driver_) EXPECT_EQ(driver_->Cleanup(), "");
+    if (driver_) {
+      EXPECT_EQ(driver_->Cleanup(), "");
+    }
     driver_.reset();
     if (daemon_ && daemon_->running()) {
       std::string config = ReadAll(daemon_->config_path());

@@ -256,7 +256,15 @@ TEST_F(ObservabilityTest, ScrapeExplainDrainFill) {
   EXPECT_EQ(p.Value("warmpool_pool_entries", {{"pool", pool_}, {"state", "frozen"}}), 1);
   EXPECT_EQ(p.Value("warmpool_pool_entries", {{"pool", pool_}, {"state", "adopted"}}), 1);
   EXPECT_GT(p.Value("warmpool_pool_frozen_memory_bytes", {{"pool", pool_}}), 0);
-  EXPECT_EQ(p.Value("warmpool_pool_entry_failures_total", {{"pool", pool_}}), 0);
+  // Failures are rare but real on a loaded machine (a cgroup that would not
+  // freeze in time, ...); the counter must equal the failures the log tells.
+  {
+    const std::string log = daemon_->LogTail(size_t{1} << 24);
+    const std::regex failed("pool " + pool_ + ": entry [0-9a-f]+ failed: ");
+    const auto logged = std::distance(std::sregex_iterator(log.begin(), log.end(), failed),
+                                      std::sregex_iterator());
+    EXPECT_EQ(p.Value("warmpool_pool_entry_failures_total", {{"pool", pool_}}), logged) << log;
+  }
   EXPECT_EQ(p.Value("warmpool_pool_drained", {{"pool", pool_}}), 0);
   // Two entries made so far (the first, and the refill after the hit).
   EXPECT_EQ(p.Value("warmpool_pool_entry_create_duration_seconds_count", {{"pool", pool_}}), 2);

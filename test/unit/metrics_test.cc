@@ -267,7 +267,9 @@ TEST(RenderMetrics, EveryFamilyParsesWithItsLabels) {
   for (const auto& [name, f] : p.families) {
     EXPECT_FALSE(f.help.empty()) << name;
     EXPECT_NE(f.type, "untyped") << name;
-    if (f.type == "counter") EXPECT_TRUE(name.ends_with("_total")) << name;
+    if (f.type == "counter") {
+      EXPECT_TRUE(name.ends_with("_total")) << name;
+    }
     EXPECT_TRUE(name.starts_with("warmpool_") || name.starts_with("process_")) << name;
   }
 }
@@ -342,7 +344,9 @@ TEST(MetricsHttp, PortInUseIsAnErrorThatSaysSo) {
   EXPECT_NE(second.status().message().find("another process has the port"), std::string::npos)
       << second.status();
   auto v6 = MetricsHttpServer::Start("[::1]:0", [] { return std::string(); });
-  if (v6.ok()) EXPECT_TRUE((*v6)->bound_address().starts_with("[::1]:"));
+  if (v6.ok()) {
+    EXPECT_TRUE((*v6)->bound_address().starts_with("[::1]:"));
+  }
   auto localhost = MetricsHttpServer::Start("localhost:0", [] { return std::string(); });
   ASSERT_TRUE(localhost.ok()) << localhost.status();
   EXPECT_TRUE((*localhost)->bound_address().starts_with("127.0.0.1:"));
