@@ -22,6 +22,7 @@
 
 #include "daemon/systemd_cgroups.h"
 #include "test/integration/kubelet_driver.h"
+#include "test/integration/pool_fixture.h"
 #include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
 #include "warmpool_admin.grpc.pb.h"
@@ -68,8 +69,10 @@ std::string Procs(const std::string& hierarchy, const std::string& cgroup) {
   return ReadAll("/sys/fs/cgroup/" + hierarchy + cgroup + "/cgroup.procs");
 }
 
-class HandoffSystemdTest : public ::testing::Test {
+class HandoffSystemdTest : public PoolBedTest {
  protected:
+  HandoffSystemdTest() : PoolBedTest("wpsdh") {}
+
   void SetUp() override {
     const char* inside = ::getenv("WP_TEST_IN_SYSTEMD_NODE");
     const bool in_node = inside != nullptr && std::string(inside) == "1" &&
@@ -84,29 +87,13 @@ class HandoffSystemdTest : public ::testing::Test {
         FAIL() << why << " (WP_TEST_REQUIRE_SYSTEMD=1)";
       GTEST_SKIP() << why;
     }
-    WP_REQUIRE_TEST_BED(env_);
-    char tmpl[] = "/tmp/wpsdh-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    token_ = KubeletDriver::UniqueToken();
-    pool_slice_ = "warmpool" + token_ + ".slice";
+    PoolBedTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    pool_parent_ = "warmpool" + token_ + ".slice";  // a slice: the systemd driver
   }
 
   void TearDown() override {
-    if (driver_) {
-      EXPECT_EQ(driver_->Cleanup(), "");
-    }
-    driver_.reset();
-    if (daemon_ && daemon_->running()) {
-      // Drain the pools (reload with none), then stop.
-      std::string config = ReadAll(daemon_->config_path());
-      std::ofstream(daemon_->config_path(), std::ios::trunc)
-          << config.substr(0, config.find("[[pool]]"));
-      ::kill(daemon_->pid(), SIGHUP);
-      EXPECT_TRUE(WaitFor([&] { return EntryList().empty(); }, 60s)) << daemon_->LogTail();
-      EXPECT_EQ(daemon_->Stop(), "");
-    }
-    daemon_.reset();
+    StopDaemon();
     for (const std::string& slice : pod_slices_) (void)systemd_.StopUnit(slice);
     // The QoS slices systemd made as the pod slice's parents (kubelet keeps
     // them for the node's life; the test node is not kept).
@@ -115,44 +102,20 @@ class HandoffSystemdTest : public ::testing::Test {
       EXPECT_TRUE(systemd_.StopUnit("kubepods.slice").ok());
     }
     EXPECT_EQ(ListUnits("warmpool" + token_ + "*"), "") << "pool slices left behind";
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+    PoolBedTest::TearDown();
+  }
+
+  // Pods get the slices MakePodSlice makes, not the bed's cgroupfs parent.
+  KubeletDriver::Options DriverOptions() const override {
+    KubeletDriver::Options d = PoolBedTest::DriverOptions();
+    d.cgroup_parent.clear();
+    return d;
   }
 
   void StartDaemon(int pool_size) {
-    WarmpooldProcess::Options o;
-    o.upstream = env_.containerd_sock;
-    o.dir = dir_ / "wp";
-    o.extra_daemon_config = "pool_cgroup_parent = \"" + pool_slice_ + "\"";
-    o.extra_config = "[[pool]]\nname = \"sd-any\"\nsize = " + std::to_string(pool_size) +
-                     "\nnetwork = \"early\"\ndefault = true\n[pool.sandbox]\n"
-                     "dns = { servers = [\"127.0.0.1\"] }\n";
-    daemon_ = std::make_unique<WarmpooldProcess>(o);
-    ASSERT_EQ(daemon_->Start(), "");
-    KubeletDriver::Options d;
-    d.endpoint = daemon_->socket_path();
-    d.work_dir = dir_ / "pods";
-    d.app_image = env_.app_image;
-    d.cleanup_endpoint = env_.containerd_sock;
-    driver_ = std::make_unique<KubeletDriver>(d);
-  }
-
-  std::vector<warmpool::admin::v1::Entry> EntryList() {
-    auto stub = warmpool::admin::v1::Admin::NewStub(grpc::CreateChannel(
-        "unix:" + daemon_->admin_path().string(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    warmpool::admin::v1::ListEntriesRequest req;
-    warmpool::admin::v1::ListEntriesResponse resp;
-    if (!stub->ListEntries(&ctx, req, &resp).ok()) return {};
-    return {resp.entries().begin(), resp.entries().end()};
-  }
-  std::vector<warmpool::admin::v1::Entry> Frozen() {
-    std::vector<warmpool::admin::v1::Entry> out;
-    for (const auto& e : EntryList()) {
-      if (e.state() == warmpool::admin::v1::ENTRY_STATE_FROZEN) out.push_back(e);
-    }
-    return out;
+    PoolBedTest::StartDaemon("[[pool]]\nname = \"sd-any\"\nsize = " + std::to_string(pool_size) +
+                             "\nnetwork = \"early\"\ndefault = true\n[pool.sandbox]\n"
+                             "dns = { servers = [\"127.0.0.1\"] }\n");
   }
 
   // kubelet's pod slice (systemd driver), made as kubelet makes it: a
@@ -172,13 +135,8 @@ class HandoffSystemdTest : public ::testing::Test {
     return slice;
   }
 
-  TestBedEnv env_;
-  std::filesystem::path dir_;
-  std::string token_, pool_slice_;
   std::vector<std::string> pod_slices_;
   SdBusSystemd systemd_;
-  std::unique_ptr<WarmpooldProcess> daemon_;
-  std::unique_ptr<KubeletDriver> driver_;
 };
 
 TEST_F(HandoffSystemdTest, SandboxMovesIntoAScopeInThePodSliceAndRemoveLeavesNoUnit) {
@@ -189,7 +147,7 @@ TEST_F(HandoffSystemdTest, SandboxMovesIntoAScopeInThePodSliceAndRemoveLeavesNoU
   const std::string scope = ContainerScopeName(sandbox);
 
   // The entry really is in warmpool's slices, through runc's systemd driver.
-  const std::string entry_slice = SliceUnitName(EntrySlicePath(pool_slice_, "sd-any", entry.id()));
+  const std::string entry_slice = SliceUnitName(EntrySlicePath(pool_parent_, "sd-any", entry.id()));
   EXPECT_EQ(Show(scope, "Slice"), entry_slice);
   EXPECT_EQ(Show(entry_slice, "ActiveState"), "active");
 

@@ -13,6 +13,7 @@
 
 #include "test/integration/cri_compare.h"
 #include "test/integration/kubelet_driver.h"
+#include "test/integration/pool_fixture.h"
 #include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
 #include "warmpool_admin.grpc.pb.h"
@@ -29,93 +30,21 @@ std::string ReadAll(const std::filesystem::path& p) {
   return ss.str();
 }
 
-class HandoffTest : public ::testing::Test {
+class HandoffTest : public PoolBedTest {
  protected:
-  void SetUp() override {
-    WP_REQUIRE_TEST_BED(env_);
-    char tmpl[] = "/tmp/wph-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    token_ = KubeletDriver::UniqueToken();
-    pool_parent_ = env_.cgroup_parent + "/pools-" + token_;
-  }
+  HandoffTest() : PoolBedTest("wph") {}
 
-  void TearDown() override {
-    if (driver_) {
-      EXPECT_EQ(driver_->Cleanup(), "");
-    }
-    driver_.reset();
-    if (daemon_ && daemon_->running()) {
-      // Drain the pools (reload with none), then stop.
-      WriteConfig(/*pool_size=*/-1);
-      ::kill(daemon_->pid(), SIGHUP);
-      EXPECT_TRUE(WaitFor([&] { return Entries() == 0; }, 30s)) << daemon_->LogTail();
-      EXPECT_EQ(daemon_->Stop(), "");
-    }
-    daemon_.reset();
-    std::error_code ec;
-    for (const char* h : {"freezer", "memory", "cpu", "cpuacct", "pids", "unified"}) {
-      std::filesystem::remove(std::filesystem::path("/sys/fs/cgroup") / h / pool_parent_.substr(1),
-                              ec);
-    }
-    std::filesystem::remove_all(dir_, ec);
-  }
-
-  static std::string Getenv(const char* name) {
-    const char* v = ::getenv(name);
-    return v ? v : "";
-  }
-
-  // pool_size < 0: no pool at all.
-  void WriteConfig(int pool_size) {
-    std::string pools;
-    if (pool_size >= 0) {
-      pools = "[[pool]]\nname = \"any\"\nsize = " + std::to_string(pool_size) +
-              "\nnetwork = \"early\"\ndefault = true\n[pool.sandbox]\n"
-              "dns = { servers = [\"127.0.0.1\"] }\n";
-    }
-    // WarmpooldProcess writes [daemon]; rewrite the whole file the same way.
-    std::string config = ReadAll(daemon_->config_path());
-    config = config.substr(0, config.find("[[pool]]"));
-    std::ofstream(daemon_->config_path(), std::ios::trunc) << config << pools;
-  }
-
+  // One default sandbox pool "any" of `pool_size` entries.
   void StartDaemon(int pool_size) {
-    WarmpooldProcess::Options o;
-    o.upstream = env_.containerd_sock;
-    o.dir = dir_ / "wp";
-    o.extra_daemon_config =
-        "pool_cgroup_parent = \"" + pool_parent_ + "\"";  // containerd_root: asked of containerd
-    o.extra_config = "[[pool]]\nname = \"any\"\nsize = " + std::to_string(pool_size) +
-                     "\nnetwork = \"early\"\ndefault = true\n[pool.sandbox]\n"
-                     "dns = { servers = [\"127.0.0.1\"] }\n";
-    daemon_ = std::make_unique<WarmpooldProcess>(o);
-    ASSERT_EQ(daemon_->Start(), "");
-    KubeletDriver::Options d;
-    d.endpoint = daemon_->socket_path();
-    d.work_dir = dir_ / "pods";
-    d.cgroup_parent = env_.cgroup_parent;
-    d.app_image = env_.app_image;
-    d.cleanup_endpoint = env_.containerd_sock;
-    driver_ = std::make_unique<KubeletDriver>(d);
+    PoolBedTest::StartDaemon("[[pool]]\nname = \"any\"\nsize = " + std::to_string(pool_size) +
+                             "\nnetwork = \"early\"\ndefault = true\n[pool.sandbox]\n"
+                             "dns = { servers = [\"127.0.0.1\"] }\n");
   }
 
-  std::vector<warmpool::admin::v1::Entry> EntryList() {
-    auto stub = warmpool::admin::v1::Admin::NewStub(grpc::CreateChannel(
-        "unix:" + daemon_->admin_path().string(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    warmpool::admin::v1::ListEntriesRequest req;
-    warmpool::admin::v1::ListEntriesResponse resp;
-    if (!stub->ListEntries(&ctx, req, &resp).ok()) return {};
-    return {resp.entries().begin(), resp.entries().end()};
-  }
   int Entries() { return static_cast<int>(EntryList().size()); }
   std::set<std::string> FrozenSandboxes() {
     std::set<std::string> out;
-    for (const auto& e : EntryList()) {
-      if (e.state() == warmpool::admin::v1::ENTRY_STATE_FROZEN) out.insert(e.sandbox_id());
-    }
+    for (const auto& e : Frozen()) out.insert(e.sandbox_id());
     return out;
   }
 
@@ -126,13 +55,6 @@ class HandoffTest : public ::testing::Test {
     spec.containers[0].env = {{"INIT_SECONDS", "0"}};
     return spec;
   }
-
-  TestBedEnv env_;
-  std::filesystem::path dir_;
-  std::string token_;
-  std::string pool_parent_;
-  std::unique_ptr<WarmpooldProcess> daemon_;
-  std::unique_ptr<KubeletDriver> driver_;
 };
 
 TEST_F(HandoffTest, PodAdoptsAFrozenSandboxAndLooksCold) {

@@ -23,6 +23,7 @@
 #include "daemon/runtime_client.h"
 #include "test/integration/cri_compare.h"
 #include "test/integration/kubelet_driver.h"
+#include "test/integration/pool_fixture.h"
 #include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
 #include "warmpool_admin.grpc.pb.h"
@@ -62,17 +63,15 @@ std::map<std::string, std::string> ParseCniArgs(const std::string& args) {
   return out;
 }
 
-class LateNetworkTest : public ::testing::Test {
+class LateNetworkTest : public PoolBedTest {
  protected:
+  LateNetworkTest() : PoolBedTest("wpl") {}
+
   void SetUp() override {
-    WP_REQUIRE_TEST_BED(env_);
+    PoolBedTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     late_handler_ = Getenv("WP_TEST_LATE_RUNTIME_HANDLER");
     if (late_handler_.empty()) GTEST_SKIP() << "the test bed has no late runtime handler";
-    char tmpl[] = "/tmp/wpl-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    token_ = KubeletDriver::UniqueToken();
-    pool_parent_ = env_.cgroup_parent + "/pools-" + token_;
     ipam_dir_ = fs::path(Getenv("WP_TEST_DIR")) / "cni" / "ipam" / Getenv("WP_TEST_CNI_NETWORK");
 
     // The node's network: the bed's conflist + the recorder.
@@ -89,27 +88,6 @@ class LateNetworkTest : public ::testing::Test {
     fs::create_symlink(CNI_RECORDER_PATH, dir_ / "bin" / "wp-cni-recorder");
   }
 
-  void TearDown() override {
-    if (driver_) {
-      EXPECT_EQ(driver_->Cleanup(), "");
-    }
-    driver_.reset();
-    if (daemon_ && daemon_->running()) {
-      std::string config = ReadAll(daemon_->config_path());
-      config = config.substr(0, config.find("[[pool]]"));
-      std::ofstream(daemon_->config_path(), std::ios::trunc) << config;
-      ::kill(daemon_->pid(), SIGHUP);
-      EXPECT_TRUE(WaitFor([&] { return EntryList().empty(); }, 30s)) << daemon_->LogTail();
-      EXPECT_EQ(daemon_->Stop(), "");
-    }
-    daemon_.reset();
-    std::error_code ec;
-    for (const char* h : {"freezer", "memory", "cpu", "cpuacct", "pids", "unified"}) {
-      fs::remove(fs::path("/sys/fs/cgroup") / h / pool_parent_.substr(1), ec);
-    }
-    fs::remove_all(dir_, ec);
-  }
-
   std::string DaemonNetworkConfig() const {
     return "late_runtime_handler = \"" + late_handler_ + "\"\ncni_conf_dir = \"" +
            (dir_ / "net.d").string() + "\"\ncni_bin_dir = \"" + (dir_ / "bin").string() + ":" +
@@ -118,41 +96,10 @@ class LateNetworkTest : public ::testing::Test {
 
   // A late sandbox pool "late" (pods name it with the annotation).
   void StartDaemon(int size = 1) {
-    WarmpooldProcess::Options o;
-    o.upstream = env_.containerd_sock;
-    o.dir = dir_ / "wp";
-    o.extra_daemon_config =
-        "pool_cgroup_parent = \"" + pool_parent_ + "\"\n" + DaemonNetworkConfig();
-    o.extra_config = "[[pool]]\nname = \"late\"\nsize = " + std::to_string(size) +
-                     "\nnetwork = \"late\"\n[pool.sandbox]\n"
-                     "dns = { servers = [\"127.0.0.1\"] }\n";
-    daemon_ = std::make_unique<WarmpooldProcess>(o);
-    ASSERT_EQ(daemon_->Start(), "");
-    KubeletDriver::Options d;
-    d.endpoint = daemon_->socket_path();
-    d.work_dir = dir_ / "pods";
-    d.cgroup_parent = env_.cgroup_parent;
-    d.app_image = env_.app_image;
-    d.cleanup_endpoint = env_.containerd_sock;
-    driver_ = std::make_unique<KubeletDriver>(d);
-  }
-
-  std::vector<warmpool::admin::v1::Entry> EntryList() {
-    auto stub = warmpool::admin::v1::Admin::NewStub(grpc::CreateChannel(
-        "unix:" + daemon_->admin_path().string(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    warmpool::admin::v1::ListEntriesRequest req;
-    warmpool::admin::v1::ListEntriesResponse resp;
-    if (!stub->ListEntries(&ctx, req, &resp).ok()) return {};
-    return {resp.entries().begin(), resp.entries().end()};
-  }
-  std::vector<warmpool::admin::v1::Entry> Frozen() {
-    std::vector<warmpool::admin::v1::Entry> out;
-    for (const auto& e : EntryList()) {
-      if (e.state() == warmpool::admin::v1::ENTRY_STATE_FROZEN) out.push_back(e);
-    }
-    return out;
+    PoolBedTest::StartDaemon("[[pool]]\nname = \"late\"\nsize = " + std::to_string(size) +
+                                 "\nnetwork = \"late\"\n[pool.sandbox]\n"
+                                 "dns = { servers = [\"127.0.0.1\"] }\n",
+                             DaemonNetworkConfig());
   }
 
   PodSpec Pod(const std::string& name, bool warm) {
@@ -201,14 +148,8 @@ class LateNetworkTest : public ::testing::Test {
     return out;
   }
 
-  TestBedEnv env_;
   std::string late_handler_;
-  fs::path dir_;
   fs::path ipam_dir_;
-  std::string token_;
-  std::string pool_parent_;
-  std::unique_ptr<WarmpooldProcess> daemon_;
-  std::unique_ptr<KubeletDriver> driver_;
 };
 
 TEST_F(LateNetworkTest, HandOffBindsThePodsOwnNetwork) {

@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "test/integration/kubelet_driver.h"
+#include "test/integration/pool_fixture.h"
 #include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
 #include "test/prom_text.h"
@@ -94,67 +95,23 @@ std::string Scrape(int port, std::string* headers = nullptr) {
   return resp.substr(end + 4);
 }
 
-class ObservabilityTest : public ::testing::Test {
+class ObservabilityTest : public PoolBedTest {
  protected:
+  ObservabilityTest() : PoolBedTest("wpm") {}
+
   void SetUp() override {
-    WP_REQUIRE_TEST_BED(env_);
-    char tmpl[] = "/tmp/wpm-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    token_ = KubeletDriver::UniqueToken();
-    pool_parent_ = env_.cgroup_parent + "/pools-" + token_;
+    PoolBedTest::SetUp();
     // A pool name of this run only: warmpoolds on one bed remove entries of
     // pools they do not know, and count those they do.
     pool_ = "obs-" + token_;
   }
 
-  void TearDown() override {
-    StopDaemon();
-    std::error_code ec;
-    for (const char* h : {"freezer", "memory", "cpu", "cpuacct", "pids", "unified"}) {
-      std::filesystem::remove(std::filesystem::path("/sys/fs/cgroup") / h / pool_parent_.substr(1),
-                              ec);
-    }
-    std::filesystem::remove_all(dir_, ec);
-  }
-
-  // Cleans up the pods, drains the pool, stops warmpoold.
-  void StopDaemon() {
-    if (driver_) {
-      EXPECT_EQ(driver_->Cleanup(), "");
-    }
-    driver_.reset();
-    if (daemon_ && daemon_->running()) {
-      // Drain the pool (reload with none), then stop.
-      std::string config = ReadAll(daemon_->config_path());
-      config = config.substr(0, config.find("[[pool]]"));
-      std::ofstream(daemon_->config_path(), std::ios::trunc) << config;
-      ::kill(daemon_->pid(), SIGHUP);
-      EXPECT_TRUE(WaitFor([&] { return EntryCount() == 0; }, 60s)) << daemon_->LogTail();
-      EXPECT_EQ(daemon_->Stop(), "");
-    }
-    daemon_.reset();
-  }
-
   void StartDaemon() {
-    WarmpooldProcess::Options o;
-    o.upstream = env_.containerd_sock;
-    o.dir = dir_ / "wp";
-    o.extra_daemon_config = "pool_cgroup_parent = \"" + pool_parent_ +
-                            "\"\nmetrics = \"127.0.0.1:0\"";  // a free port, named in the log
-    o.extra_config = "[[pool]]\nname = \"" + pool_ +
-                     "\"\nsize = 1\nnetwork = \"early\"\ndefault = true\n[pool.sandbox]\n"
-                     "dns = { servers = [\"127.0.0.1\"] }\n";
-    daemon_ = std::make_unique<WarmpooldProcess>(o);
-    ASSERT_EQ(daemon_->Start(), "");
-    KubeletDriver::Options d;
-    d.endpoint = daemon_->socket_path();
-    d.work_dir = dir_ / "pods";
-    d.cgroup_parent = env_.cgroup_parent;
-    d.app_image = env_.app_image;
-    d.cleanup_endpoint = env_.containerd_sock;
-    driver_ = std::make_unique<KubeletDriver>(d);
-
+    PoolBedTest::StartDaemon("[[pool]]\nname = \"" + pool_ +
+                                 "\"\nsize = 1\nnetwork = \"early\"\ndefault = true\n"
+                                 "[pool.sandbox]\ndns = { servers = [\"127.0.0.1\"] }\n",
+                             "metrics = \"127.0.0.1:0\"");  // a free port, named in the log
+    if (HasFatalFailure()) return;
     std::smatch m;
     const std::string log = daemon_->LogTail(size_t{1} << 24);
     static const std::regex kLine("serving metrics on http://127\\.0\\.0\\.1:([0-9]+)/metrics");
@@ -162,21 +119,9 @@ class ObservabilityTest : public ::testing::Test {
     port_ = std::stoi(m[1]);
   }
 
-  std::vector<admin::v1::Entry> EntryList() {
-    auto stub = admin::v1::Admin::NewStub(grpc::CreateChannel(
-        "unix:" + daemon_->admin_path().string(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    admin::v1::ListEntriesResponse resp;
-    if (!stub->ListEntries(&ctx, {}, &resp).ok()) return {};
-    return {resp.entries().begin(), resp.entries().end()};
-  }
-  int EntryCount() { return static_cast<int>(EntryList().size()); }
-  std::set<std::string> Frozen() {
+  std::set<std::string> FrozenSandboxes() {
     std::set<std::string> out;
-    for (const auto& e : EntryList()) {
-      if (e.state() == admin::v1::ENTRY_STATE_FROZEN) out.insert(e.sandbox_id());
-    }
+    for (const auto& e : Frozen()) out.insert(e.sandbox_id());
     return out;
   }
 
@@ -202,20 +147,14 @@ class ObservabilityTest : public ::testing::Test {
     return p;
   }
 
-  TestBedEnv env_;
-  std::filesystem::path dir_;
-  std::string token_;
-  std::string pool_parent_;
   std::string pool_;
   int port_ = 0;
-  std::unique_ptr<WarmpooldProcess> daemon_;
-  std::unique_ptr<KubeletDriver> driver_;
 };
 
 TEST_F(ObservabilityTest, ScrapeExplainDrainFill) {
   StartDaemon();
-  ASSERT_TRUE(WaitFor([&] { return Frozen().size() == 1; }, 60s)) << daemon_->LogTail();
-  const std::string entry_sandbox = *Frozen().begin();
+  ASSERT_TRUE(WaitFor([&] { return FrozenSandboxes().size() == 1; }, 60s)) << daemon_->LogTail();
+  const std::string entry_sandbox = *FrozenSandboxes().begin();
 
   // One hit (the default pool serves it), one miss (it names no such pool).
   PodRun warm;
@@ -226,7 +165,7 @@ TEST_F(ObservabilityTest, ScrapeExplainDrainFill) {
   PodRun cold;
   ASSERT_RPC_OK(driver_->StartPod(cold_spec, &cold));
   ASSERT_NE(cold.sandbox_id, entry_sandbox);
-  ASSERT_TRUE(WaitFor([&] { return Frozen().size() == 1; }, 60s)) << "no refill\n"
+  ASSERT_TRUE(WaitFor([&] { return FrozenSandboxes().size() == 1; }, 60s)) << "no refill\n"
                                                                   << daemon_->LogTail();
 
   // ---- the scrape --------------------------------------------------------
@@ -327,7 +266,7 @@ TEST_F(ObservabilityTest, ScrapeExplainDrainFill) {
                        " drained: no entries left; it serves no pod and does not refill until: "
                        "warmpoolctl fill " +
                        pool_ + "\n");
-  EXPECT_TRUE(Frozen().empty());
+  EXPECT_TRUE(FrozenSandboxes().empty());
   r = Ctl({"pools", "-o", "json"});
   EXPECT_NE(r.out.find("\"drained\": true"), std::string::npos) << r.out;
   promtext::Parsed drained = ScrapeParsed();
@@ -342,12 +281,12 @@ TEST_F(ObservabilityTest, ScrapeExplainDrainFill) {
       << r.out;
   EXPECT_NE(r.out.find("[pool_empty]"), std::string::npos) << r.out;
   // Still drained a moment later: nothing refills.
-  EXPECT_TRUE(Frozen().empty());
+  EXPECT_TRUE(FrozenSandboxes().empty());
 
   r = Ctl({"fill", pool_, "--wait", "--timeout", "60"});
   EXPECT_EQ(r.exit_code, 0) << r.err << daemon_->LogTail();
   EXPECT_EQ(r.out, "pool " + pool_ + " filling: 1 of 1 frozen, 0 being made\n");
-  EXPECT_EQ(Frozen().size(), 1u);
+  EXPECT_EQ(FrozenSandboxes().size(), 1u);
   promtext::Parsed filled = ScrapeParsed();
   EXPECT_EQ(filled.Value("warmpool_pool_drained", {{"pool", pool_}}), 0);
   EXPECT_EQ(
