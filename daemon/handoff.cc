@@ -505,6 +505,8 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
                                               " (is daemon.containerd_root containerd's root?)"));
   }
 
+  SetContainerdLabels(sandbox_id, req.config().labels());
+
   record.phase = AdoptionRecord::Phase::kDone;
   if (absl::Status s = store_->Put(record); !s.ok()) return fail(s);
   objects_->AddAdopted(ViewOf(record));
@@ -514,6 +516,18 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
         Unclaimed{sandbox_id, std::move(prestarted), Clock::now() + kUnclaimedTimeout};
   }
   return sandbox_id;
+}
+
+void Handoff::SetContainerdLabels(const std::string& id,
+                                  const google::protobuf::Map<std::string, std::string>& labels) {
+  // Not a reason to fail the hand-off: CRI reads are rewritten anyway, and
+  // only stats collectors that read containerd directly would see the pool's
+  // names.
+  const std::map<std::string, std::string> wanted(labels.begin(), labels.end());
+  if (absl::Status s = runtime_->SetContainerdLabels(id, wanted); !s.ok()) {
+    spdlog::warn("{}: setting kubelet's labels on containerd's record: {}", id.substr(0, 13),
+                 s.message());
+  }
 }
 
 absl::StatusOr<std::string> Handoff::CriRoot() {

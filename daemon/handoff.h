@@ -190,6 +190,10 @@ class Handoff final : public cri::RewritePolicy {
   // Where the CRI plugin keeps sandbox files: from the config, else asked
   // of containerd once.
   absl::StatusOr<std::string> CriRoot();
+  // kubelet's labels on containerd's own record of `id` (its native API;
+  // proto/containerd_containers.proto says why). A failure is logged only.
+  void SetContainerdLabels(const std::string& id,
+                           const google::protobuf::Map<std::string, std::string>& labels);
   void RollBack(const PoolManager::Claimed& claimed, const std::string& cgroup_parent,
                 const std::vector<std::string>& moved);
   void Forget(const std::string& sandbox_id);

@@ -232,7 +232,11 @@ absl::Status Handoff::AdoptContainer(const v1::CreateContainerRequest& req,
   if (absl::Status s = cgroups_->ApplyLimits(cgroup, LimitsOf(r)); !s.ok()) return s;
   if (r.oom_score_adj() != 0) SetOomScoreAdj(*pids, r.oom_score_adj());
 
-  // 4. The record, then kubelet's view.
+  // 4. containerd's own record of the container gets kubelet's labels
+  // (cAdvisor names the container's cgroup stats by them).
+  SetContainerdLabels(p.container_id, config.labels());
+
+  // 5. The record, then kubelet's view.
   AdoptionRecord::Container c;
   c.container_id = p.container_id;
   c.template_name = p.template_name;

@@ -23,7 +23,9 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
 }
 
 GrpcRuntimeClient::GrpcRuntimeClient(std::shared_ptr<grpc::Channel> channel)
-    : runtime_(v1::RuntimeService::NewStub(channel)), images_(v1::ImageService::NewStub(channel)) {}
+    : runtime_(v1::RuntimeService::NewStub(channel)),
+      images_(v1::ImageService::NewStub(channel)),
+      containers_(containerd::services::containers::v1::Containers::NewStub(channel)) {}
 
 absl::Status GrpcRuntimeClient::RunPodSandbox(const v1::RunPodSandboxRequest& req,
                                               v1::RunPodSandboxResponse* resp) {
@@ -136,6 +138,23 @@ absl::Status GrpcRuntimeClient::Status(bool verbose, v1::StatusResponse* resp) {
   v1::StatusRequest req;
   req.set_verbose(verbose);
   return FromGrpc(runtime_->Status(Context().get(), req, resp), "Status");
+}
+
+absl::Status GrpcRuntimeClient::SetContainerdLabels(
+    const std::string& id, const std::map<std::string, std::string>& labels) {
+  namespace cd = containerd::services::containers::v1;
+  cd::UpdateContainerRequest req;
+  req.mutable_container()->set_id(id);
+  for (const auto& [key, value] : labels) {
+    (*req.mutable_container()->mutable_labels())[key] = value;
+    req.mutable_update_mask()->add_paths("labels." + key);
+  }
+  if (labels.empty()) return absl::OkStatus();
+  cd::UpdateContainerResponse resp;
+  auto ctx = Context();
+  // The CRI plugin's containerd namespace.
+  ctx->AddMetadata("containerd-namespace", "k8s.io");
+  return FromGrpc(containers_->Update(ctx.get(), req, &resp), "containerd Containers.Update");
 }
 
 }  // namespace warmpool

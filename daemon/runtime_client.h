@@ -10,8 +10,11 @@
 #include <grpcpp/channel.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
+#include <string>
 
+#include "containerd_containers.grpc.pb.h"
 #include "cri_runtime_v1.grpc.pb.h"
 
 namespace warmpool {
@@ -57,6 +60,13 @@ class RuntimeClient {
                                                v1::PodSandboxStatusResponse* resp) {
     return absl::UnimplementedError("PodSandboxStatusVerbose");
   }
+  // Sets `labels` on containerd's own record of container or sandbox `id`
+  // (its native API, not the CRI: cAdvisor names stats by these labels; see
+  // proto/containerd_containers.proto), leaving its other labels alone.
+  virtual absl::Status SetContainerdLabels(const std::string& id,
+                                           const std::map<std::string, std::string>& labels) {
+    return absl::UnimplementedError("SetContainerdLabels");
+  }
 };
 
 // Over gRPC, with a deadline per call (creation steps can be slow: image
@@ -89,10 +99,13 @@ class GrpcRuntimeClient final : public RuntimeClient {
   absl::Status RemoveContainer(const std::string& container_id) override;
   absl::Status PodSandboxStatusVerbose(const std::string& sandbox_id,
                                        v1::PodSandboxStatusResponse* resp) override;
+  absl::Status SetContainerdLabels(const std::string& id,
+                                   const std::map<std::string, std::string>& labels) override;
 
  private:
   std::unique_ptr<v1::RuntimeService::Stub> runtime_;
   std::unique_ptr<v1::ImageService::Stub> images_;
+  std::unique_ptr<containerd::services::containers::v1::Containers::Stub> containers_;
 };
 
 // gRPC status -> absl status, same code, the message prefixed with `what`.

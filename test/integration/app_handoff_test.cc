@@ -18,6 +18,7 @@
 
 #include "test/integration/cri_compare.h"
 #include "test/integration/kubelet_driver.h"
+#include "test/integration/pool_fixture.h"
 #include "test/integration/pool_support.h"
 #include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
@@ -36,19 +37,13 @@ std::string ReadAll(const std::filesystem::path& p) {
   return ss.str();
 }
 
-class AppHandoffTest : public ::testing::Test {
+class AppHandoffTest : public PoolBedTest {
  protected:
+  AppHandoffTest() : PoolBedTest("wpa") {}
+
   void SetUp() override {
-    WP_REQUIRE_TEST_BED(env_);
-    char tmpl[] = "/tmp/wpa-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    token_ = KubeletDriver::UniqueToken();
-    pool_parent_ = env_.cgroup_parent + "/pools-" + token_;
-    WarmpooldProcess::Options o;
-    o.upstream = env_.containerd_sock;
-    o.dir = dir_ / "wp";
-    o.extra_daemon_config = PoolDaemonToml(pool_parent_);
+    PoolBedTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     TestPool pool;
     pool.name = "web";
     pool.size = 1;
@@ -56,35 +51,17 @@ class AppHandoffTest : public ::testing::Test {
     app.image = env_.app_image;
     app.env = {{"INIT_SECONDS", std::to_string(kInitSeconds)}};
     pool.containers.push_back(app);
-    o.extra_config = PoolsToml({pool});
-    daemon_ = std::make_unique<WarmpooldProcess>(o);
-    ASSERT_EQ(daemon_->Start(), "");
-    admin_ = std::make_unique<AdminClient>(daemon_->admin_path().string());
-    KubeletDriver::Options d;
-    d.endpoint = daemon_->socket_path();
-    d.work_dir = dir_ / "pods";
-    d.cgroup_parent = env_.cgroup_parent;
-    d.app_image = env_.app_image;
-    d.cleanup_endpoint = env_.containerd_sock;
-    driver_ = std::make_unique<KubeletDriver>(d);
+    StartDaemon(PoolsToml({pool}));
   }
 
   void TearDown() override {
-    if (driver_) {
-      EXPECT_EQ(driver_->Cleanup(), "");
+    StopDaemon();
+    // Whatever a failed test left of the pool, straight from containerd.
+    if (!pool_parent_.empty()) {
+      auto cleanup = ForceRemovePools(env_.containerd_sock, {"web"}, pool_parent_);
+      EXPECT_TRUE(cleanup.problems.empty());
     }
-    driver_.reset();
-    if (daemon_ && daemon_->running()) {
-      EXPECT_EQ(RewriteConfigTail(daemon_->config_path().string(), ""), "");
-      ::kill(daemon_->pid(), SIGHUP);
-      EXPECT_TRUE(WaitFor([&] { return admin_->Entries().empty(); }, 60s)) << daemon_->LogTail();
-      EXPECT_EQ(daemon_->Stop(), "");
-    }
-    daemon_.reset();
-    auto cleanup = ForceRemovePools(env_.containerd_sock, {"web"}, pool_parent_);
-    EXPECT_TRUE(cleanup.problems.empty());
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+    PoolBedTest::TearDown();
   }
 
   bool WaitFrozen() {
@@ -138,14 +115,6 @@ class AppHandoffTest : public ::testing::Test {
   }
 
   std::string Log() { return daemon_->LogTail(size_t{1} << 24); }
-
-  TestBedEnv env_;
-  std::filesystem::path dir_;
-  std::string token_;
-  std::string pool_parent_;
-  std::unique_ptr<WarmpooldProcess> daemon_;
-  std::unique_ptr<AdminClient> admin_;
-  std::unique_ptr<KubeletDriver> driver_;
 };
 
 TEST_F(AppHandoffTest, WarmPodIsTheColdPodWithItsAppAlreadyRunning) {
@@ -183,6 +152,21 @@ TEST_F(AppHandoffTest, WarmPodIsTheColdPodWithItsAppAlreadyRunning) {
   ASSERT_EQ(listed.containers_size(), 1) << listed.DebugString();
   EXPECT_EQ(listed.containers(0).id(), cid);
   EXPECT_EQ(listed.containers(0).metadata().name(), "app");
+
+  // containerd's own records (what cAdvisor names stats by) carry kubelet's
+  // labels, as the cold pod's do.
+  for (const auto& [id, want] :
+       std::vector<std::pair<std::string, google::protobuf::Map<std::string, std::string>>>{
+           {cid, warm.container_configs[0].labels()},
+           {warm.sandbox_id, warm.sandbox_config.labels()}}) {
+    auto labels = ContainerdRecordLabels(env_.containerd_sock, id);
+    ASSERT_TRUE(labels.has_value()) << id;
+    for (const auto& [key, value] : want) {
+      EXPECT_EQ((*labels)[key], value) << id << " label " << key;
+    }
+  }
+  EXPECT_EQ((*ContainerdRecordLabels(env_.containerd_sock, cid))["io.kubernetes.pod.name"],
+            warm.spec.name);
 
   ASSERT_RPC_OK(driver_->StartContainer(cid, &started));
   // The app's init (kInitSeconds) was done in the pool: it answers at once.

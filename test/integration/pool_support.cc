@@ -1,5 +1,7 @@
 #include "test/integration/pool_support.h"
 
+#include "containerd_containers.grpc.pb.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -170,6 +172,21 @@ std::string RewriteConfigTail(const std::string& path, const std::string& tail) 
   std::error_code ec;
   fs::rename(tmp, path, ec);
   return ec ? "rename " + tmp + ": " + ec.message() : "";
+}
+
+std::optional<std::map<std::string, std::string>> ContainerdRecordLabels(
+    const std::string& containerd_sock, const std::string& id) {
+  namespace cd = ::containerd::services::containers::v1;
+  auto stub = cd::Containers::NewStub(ConnectCri(containerd_sock));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+  ctx.AddMetadata("containerd-namespace", "k8s.io");
+  cd::GetContainerRequest req;
+  req.set_id(id);
+  cd::GetContainerResponse resp;
+  if (!stub->Get(&ctx, req, &resp).ok()) return std::nullopt;
+  return std::map<std::string, std::string>(resp.container().labels().begin(),
+                                            resp.container().labels().end());
 }
 
 // -------------------------------------------------------------- cgroups --

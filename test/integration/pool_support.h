@@ -100,6 +100,12 @@ bool CgroupExistsAnywhere(const std::string& path);
 std::optional<std::vector<cri::PodSandbox>> ManagedSandboxes(cri::RuntimeService::Stub& runtime,
                                                              const std::string& pool = "");
 
+// The labels on containerd's own record of container (or sandbox) `id`, read
+// over containerd's native Containers API in the CRI namespace (what
+// cAdvisor reads), not the CRI. nullopt when the call fails.
+std::optional<std::map<std::string, std::string>> ContainerdRecordLabels(
+    const std::string& containerd_sock, const std::string& id);
+
 // The fallback cleanup for a test that failed (or whose daemon did not
 // drain): straight against containerd, for the sandboxes labelled
 // warmpool.io/managed=true whose pool is in `pools`: thaws every cgroup below
