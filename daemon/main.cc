@@ -171,6 +171,7 @@ int Run(const Config& config, const std::string& config_path) {
     entry_create.Observe(pool, took);
   };
   PoolManager pools(&runtime, &entry_cgroups, &pool_objects, pool_options);
+  pools.SetDaemonConfig(config.daemon);  // before handoff.Recover() rolls entries back
   Handoff handoff(&pools, &pool_objects, store->get(), &cgroups, &runtime,
                   config.daemon.containerd_root);
   handoff.set_container_cgroups(&container_cgroups);

@@ -116,6 +116,11 @@ PoolManager::PoolManager(RuntimeClient* runtime, EntryCgroups* cgroups, PoolObje
 
 PoolManager::~PoolManager() { Stop(); }
 
+void PoolManager::SetDaemonConfig(const DaemonConfig& daemon) {
+  std::lock_guard<std::mutex> lock(mu_);
+  daemon_ = daemon;
+}
+
 absl::Status PoolManager::Start(const Config& config) {
   {
     std::lock_guard<std::mutex> lock(mu_);
