@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "daemon/failpoint.h"
 #include "daemon/log_format.h"
 #include "daemon/matcher.h"
 #include "daemon/nsops.h"
@@ -370,6 +371,7 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
     resp.set_pod_sandbox_id(*sandbox_id);
     cri::CallRewriter::LocalAnswer answer;
     answer.status = cri::SerializeMessage(resp, &answer.response);
+    MaybeFail("handoff.recorded");
     done(std::move(answer));
   });
 }
@@ -425,6 +427,7 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
     record.late_network = {};  // nothing ran: nothing to release
     return fail(s);
   }
+  MaybeFail("handoff.claimed");
 
   // Every process into kubelet's pod cgroup, one cgroup per container, as
   // containerd would have placed them with the driver the parent names
@@ -453,6 +456,7 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
       return fail(s);
     }
   }
+  MaybeFail("handoff.moved");
   std::vector<Prestarted> prestarted;
   if (!claimed.info.container_ids.empty()) {
     auto listed = ListPrestarted(sandbox_id);
@@ -507,6 +511,7 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
 
   SetContainerdLabels(sandbox_id, req.config().labels());
 
+  MaybeFail("handoff.identity");
   record.phase = AdoptionRecord::Phase::kDone;
   if (absl::Status s = store_->Put(record); !s.ok()) return fail(s);
   objects_->AddAdopted(ViewOf(record));

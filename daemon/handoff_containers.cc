@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "daemon/failpoint.h"
 #include "daemon/handoff.h"
 #include "daemon/log_format.h"
 #include "daemon/matcher.h"
@@ -214,6 +215,7 @@ absl::Status Handoff::AdoptContainer(const v1::CreateContainerRequest& req,
     const std::string kubelet_log = sandbox.config.log_directory() + "/" + config.log_path();
     if (absl::Status s = LinkLog(status.status().log_path(), kubelet_log); !s.ok()) return s;
   }
+  MaybeFail("container.linked");
 
   // 2. kubelet's mounts (etc-hosts, termination-log, volumes, tokens).
   auto pids = cgroups_->Pids(cgroup);
@@ -226,6 +228,7 @@ absl::Status Handoff::AdoptContainer(const v1::CreateContainerRequest& req,
       return s;
     }
   }
+  MaybeFail("container.mounted");
 
   // 3. Resources, where the processes are.
   const v1::LinuxContainerResources& r = config.linux().resources();
@@ -253,6 +256,7 @@ absl::Status Handoff::AdoptContainer(const v1::CreateContainerRequest& req,
       },
       StateStore::Durability::kPowerLoss);
   if (!s.ok()) return s;
+  MaybeFail("container.recorded");
   objects_->AddAdoptedContainer(ContainerViewOf(updated, c));
   return absl::OkStatus();
 }

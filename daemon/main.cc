@@ -28,6 +28,7 @@
 #include "daemon/cgroups.h"
 #include "daemon/systemd_cgroups.h"
 #include "daemon/config.h"
+#include "daemon/failpoint.h"
 #include "daemon/handoff.h"
 #include "daemon/late_network.h"
 #include "daemon/metrics.h"
@@ -118,6 +119,12 @@ int Run(const Config& config, const std::string& config_path) {
   SetUpLogging(config.daemon.log_level);
   spdlog::info("warmpoold {} starting: listen={} upstream={} config={}", WARMPOOL_VERSION,
                config.daemon.listen, config.daemon.upstream, config_path);
+  if (!ArmedFailPoint().empty()) {
+    spdlog::warn(
+        "WARMPOOL_FAILPOINT={}: this daemon kills itself at that point (tests only; "
+        "never set it in production)",
+        ArmedFailPoint());
+  }
 
   // Signals are taken synchronously by the main thread; block them before
   // gRPC starts its threads so none of those receives them.
@@ -164,6 +171,7 @@ int Run(const Config& config, const std::string& config_path) {
     entry_create.Observe(pool, took);
   };
   PoolManager pools(&runtime, &entry_cgroups, &pool_objects, pool_options);
+  pools.SetDaemonConfig(config.daemon);  // before handoff.Recover() rolls entries back
   Handoff handoff(&pools, &pool_objects, store->get(), &cgroups, &runtime,
                   config.daemon.containerd_root);
   handoff.set_container_cgroups(&container_cgroups);

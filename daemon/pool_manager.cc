@@ -116,6 +116,11 @@ PoolManager::PoolManager(RuntimeClient* runtime, EntryCgroups* cgroups, PoolObje
 
 PoolManager::~PoolManager() { Stop(); }
 
+void PoolManager::SetDaemonConfig(const DaemonConfig& daemon) {
+  std::lock_guard<std::mutex> lock(mu_);
+  daemon_ = daemon;
+}
+
 absl::Status PoolManager::Start(const Config& config) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -810,6 +815,21 @@ void PoolManager::HealthCheck(bool recovering) {
       absl::Status s = cgroups_->RemoveTree(path);
       spdlog::info("pool {}: removed leftover cgroup {}{}", name, path,
                    s.ok() ? "" : ": " + std::string(s.message()));
+    }
+    // Log directories of entries with no sandbox: made by a creation that a
+    // crash cut short before its RunPodSandbox (or whose sandbox is gone).
+    // An adopted pod's entry is in seen_entries: its logs are kubelet's now.
+    std::error_code ec;
+    const std::filesystem::path logs = std::filesystem::path(daemon_.state_dir) / "pool-logs";
+    std::vector<std::filesystem::path> stale;
+    for (const auto& d : std::filesystem::directory_iterator(logs, ec)) {
+      const std::string id = d.path().filename().string();
+      if (entries_.count(id) == 0 && seen_entries.count(id) == 0) stale.push_back(d.path());
+    }
+    for (const auto& path : stale) {
+      std::filesystem::remove_all(path, ec);
+      spdlog::info("pools: removed leftover log directory {}{}", path.string(),
+                   ec ? ": " + ec.message() : "");
     }
   }
 }

@@ -108,6 +108,11 @@ class PoolManager final : public AdminBackend {
               PoolManagerOptions options = {});
   ~PoolManager() override;
 
+  // The daemon settings (pool cgroup parent, state dir) ahead of Start:
+  // Handoff::Recover, which runs first, derives the cgroup path and log
+  // directory of a claimed entry it rolls back from them (EntryCgroupPath,
+  // EntryLogDir, DestroyClaimed).
+  void SetDaemonConfig(const DaemonConfig& daemon);
   // Recovers existing entries (see the file comment), then starts filling.
   absl::Status Start(const Config& config);
   // A reloaded config: new pools fill, removed pools drain, resized pools grow

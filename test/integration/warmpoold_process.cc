@@ -200,6 +200,15 @@ std::string WarmpooldProcess::Stop(std::chrono::milliseconds timeout) {
   return problems;
 }
 
+std::optional<int> WarmpooldProcess::WaitForExit(std::chrono::milliseconds timeout) {
+  if (!running()) return std::nullopt;
+  int status = 0;
+  if (!WaitFor([&] { return Reaped(&status); }, timeout, std::chrono::milliseconds(5))) {
+    return std::nullopt;
+  }
+  return status;
+}
+
 void WarmpooldProcess::Kill() {
   if (!running()) return;
   ::kill(pid_, SIGKILL);

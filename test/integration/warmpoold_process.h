@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,11 @@ class WarmpooldProcess {
   // SIGKILL and reap: a crash. The socket file stays behind, as after a real
   // crash.
   void Kill();
+
+  // Waits up to `timeout` for the daemon to exit on its own and reaps it.
+  // Returns its wait status (see waitpid(2): WIFSIGNALED, WTERMSIG), or
+  // nullopt if it is still running (or was not running).
+  std::optional<int> WaitForExit(std::chrono::milliseconds timeout);
 
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }

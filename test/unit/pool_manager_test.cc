@@ -373,6 +373,31 @@ TEST_F(PoolManagerTest, RestartKeepsFrozenEntriesAndRemovesTheRest) {
   EXPECT_TRUE(kept) << "the healthy frozen entry was recreated instead of recovered";
 }
 
+// A crash between an entry's log directory and its RunPodSandbox leaves
+// the directory with no sandbox: recovery removes it, and keeps those of
+// live entries and of adopted pods (their containers' logs are linked there).
+TEST_F(PoolManagerTest, RestartRemovesLogDirectoriesOfEntriesWithoutSandbox) {
+  config_.pools = {SandboxPool("a", 1)};
+  const std::string hash = TemplateHash(config_.pools[0]);
+  auto labels = [&](const std::string& entry) {
+    return std::map<std::string, std::string>{
+        {kLabelManaged, "true"}, {kLabelPool, "a"}, {kLabelEntry, entry}, {kLabelTemplate, hash}};
+  };
+  runtime_.AddExisting("keep", labels("e1"));
+  cgroups_.MarkFrozen("/wp/a/e1");
+  runtime_.AddExisting("adopted", labels("e2"));
+  AdoptedView adopted;
+  adopted.sandbox_id = "adopted";
+  adopted.pool = "a";
+  objects_.AddAdopted(adopted);
+  const std::filesystem::path logs = std::filesystem::path(config_.daemon.state_dir) / "pool-logs";
+  for (const char* id : {"e1", "e2", "cut-short"}) std::filesystem::create_directories(logs / id);
+  StartManager();
+  EXPECT_TRUE(std::filesystem::exists(logs / "e1"));
+  EXPECT_TRUE(std::filesystem::exists(logs / "e2")) << "an adopted pod's logs went";
+  EXPECT_FALSE(std::filesystem::exists(logs / "cut-short"));
+}
+
 TEST(TemplateHashTest, StableAndSensitive) {
   PoolConfig a = SandboxPool("a", 1);
   PoolConfig b = a;
