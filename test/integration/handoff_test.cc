@@ -42,19 +42,6 @@ class HandoffTest : public PoolBedTest {
   }
 
   int Entries() { return static_cast<int>(EntryList().size()); }
-  std::set<std::string> FrozenSandboxes() {
-    std::set<std::string> out;
-    for (const auto& e : Frozen()) out.insert(e.sandbox_id());
-    return out;
-  }
-
-  PodSpec Pod(const std::string& name) {
-    PodSpec spec;
-    spec.name = name + "-" + token_;
-    spec.labels["warmpool.test/run"] = token_;
-    spec.containers[0].env = {{"INIT_SECONDS", "0"}};
-    return spec;
-  }
 };
 
 TEST_F(HandoffTest, PodAdoptsAFrozenSandboxAndLooksCold) {

@@ -119,19 +119,6 @@ class ObservabilityTest : public PoolBedTest {
     port_ = std::stoi(m[1]);
   }
 
-  std::set<std::string> FrozenSandboxes() {
-    std::set<std::string> out;
-    for (const auto& e : Frozen()) out.insert(e.sandbox_id());
-    return out;
-  }
-
-  PodSpec Pod(const std::string& name) {
-    PodSpec spec;
-    spec.name = name + "-" + token_;
-    spec.labels["warmpool.test/run"] = token_;
-    spec.containers[0].env = {{"INIT_SECONDS", "0"}};
-    return spec;
-  }
 
   ProgramRun Ctl(std::vector<std::string> args) {
     args.insert(args.begin(), {WARMPOOLCTL_PATH, "--admin", daemon_->admin_path().string()});

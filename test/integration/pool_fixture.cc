@@ -84,4 +84,18 @@ std::vector<adminpb::Entry> PoolBedTest::Frozen() const {
   return out;
 }
 
+std::set<std::string> PoolBedTest::FrozenSandboxes() const {
+  std::set<std::string> out;
+  for (const auto& e : Frozen()) out.insert(e.sandbox_id());
+  return out;
+}
+
+PodSpec PoolBedTest::Pod(const std::string& name) const {
+  PodSpec spec;
+  spec.name = name + "-" + token_;
+  spec.labels["warmpool.test/run"] = token_;
+  spec.containers[0].env = {{"INIT_SECONDS", "0"}};
+  return spec;
+}
+
 }  // namespace warmpool::testing

@@ -22,6 +22,7 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,11 @@ class PoolBedTest : public ::testing::Test {
   // Through the admin API; empty when the call fails.
   std::vector<adminpb::Entry> EntryList() const;
   std::vector<adminpb::Entry> Frozen() const;
+  std::set<std::string> FrozenSandboxes() const;
+
+  // A pod of this test: `name`-<token>, labelled with the token, the test
+  // app with no init time.
+  PodSpec Pod(const std::string& name) const;
 
   TestBedEnv env_;
   std::filesystem::path dir_;
