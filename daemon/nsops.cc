@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -216,7 +217,9 @@ NsChildResult ChildWriteAndSync(int fd, const char* data, size_t size) {
     }
   }
   if (res.err == 0) res = fn(out);
-  ChildHeader h{res.err, res.what, res.err == 0 ? out.size : 0};
+  // The output goes back on failure too (InjectBindMounts says which mount
+  // failed through it).
+  ChildHeader h{res.err, res.what, out.size};
   if (h.size > out.capacity) h.size = out.capacity;
   bool ok = ChildWriteAll(report_fd, &h, sizeof h) &&
             (h.size == 0 || ChildWriteAll(report_fd, out.data, h.size));
@@ -349,14 +352,15 @@ absl::Status RunInNamespaces(pid_t pid, int nstypes,
     return absl::InternalError(absl::StrCat(where, " ", WaitStatusText(st), " without a report"));
   }
   std::memcpy(&h, report.data(), sizeof h);
+  const bool complete = report.size() == sizeof h + h.size;
+  if (output != nullptr && complete) output->assign(report.data() + sizeof h, h.size);
   if (h.err != 0) {
     return ErrnoStatus(h.err, h.what != nullptr ? h.what : "(unnamed step)");
   }
-  if (report.size() != sizeof h + h.size) {
+  if (!complete) {
     return absl::InternalError(
         absl::StrCat(where, " sent a truncated report (", WaitStatusText(st), ")"));
   }
-  if (output != nullptr) output->assign(report.data() + sizeof h, h.size);
   return absl::OkStatus();
 }
 
@@ -494,78 +498,113 @@ std::string FormatResolvConf(const std::vector<std::string>& servers,
 
 absl::Status InjectBindMount(pid_t pid, const std::string& source, const std::string& target,
                              bool readonly) {
-  std::string ctx = absl::StrCat("InjectBindMount(pid ", pid, ", ", source, " -> ", target,
-                                 readonly ? ", ro" : ", rw", ")");
-  if (pid <= 0) return absl::InvalidArgumentError(absl::StrCat(ctx, ": invalid pid"));
-  if (target.size() < 2 || target[0] != '/') {
-    return absl::InvalidArgumentError(
-        absl::StrCat(ctx, ": target must be an absolute path below /"));
-  }
-  struct stat st;
-  if (::stat(source.c_str(), &st) != 0)
-    return ErrnoStatus(errno, absl::StrCat(ctx, ": stat source"));
-  const bool is_dir = S_ISDIR(st.st_mode);
+  return InjectBindMounts(pid, {BindMount{source, target, readonly}});
+}
 
-  // Check the process first: a vanished pid is kNotFound before any mount is
-  // cloned.
-  if (::kill(pid, 0) != 0 && errno == ESRCH) {
-    return absl::NotFoundError(absl::StrCat(ctx, ": process ", pid, " does not exist"));
-  }
+absl::Status InjectBindMounts(pid_t pid, const std::vector<BindMount>& mounts) {
+  auto context = [&](const BindMount& m) {
+    return absl::StrCat("InjectBindMount(pid ", pid, ", ", m.source, " -> ", m.target,
+                        m.readonly ? ", ro" : ", rw", ")");
+  };
+  if (mounts.empty()) return absl::OkStatus();
+  if (pid <= 0) return absl::InvalidArgumentError(absl::StrCat(context(mounts[0]), ": invalid pid"));
 
-  // The detached copy, in warmpoold's namespace (open_tree can only clone
-  // mounts of the caller's own namespace).
-  Fd tree(static_cast<int>(
-      ::syscall(SYS_open_tree, AT_FDCWD, source.c_str(),
-                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (is_dir ? AT_RECURSIVE : 0))));
-  if (!tree.ok())
-    return ErrnoStatus(errno, absl::StrCat(ctx, ": open_tree(OPEN_TREE_CLONE) of source"));
-
-  // Private (containerd's "rprivate") and, if asked, read-only, before the
-  // copy is visible anywhere.
-  bool remount_ro_in_child = false;
-  {
+  // Everything the child needs is made here: it may not allocate.
+  struct Prepared {
+    Fd tree;
+    bool is_dir = false;
+    bool remount_ro = false;
+    std::string target;  // the child mutates its own copy (mkdir -p)
+  };
+  std::vector<Prepared> prepared(mounts.size());
+  for (size_t i = 0; i < mounts.size(); ++i) {
+    const BindMount& m = mounts[i];
+    Prepared& p = prepared[i];
+    const std::string ctx = context(m);
+    if (m.target.size() < 2 || m.target[0] != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat(ctx, ": target must be an absolute path below /"));
+    }
+    struct stat st;
+    if (::stat(m.source.c_str(), &st) != 0) {
+      return ErrnoStatus(errno, absl::StrCat(ctx, ": stat source"));
+    }
+    p.is_dir = S_ISDIR(st.st_mode);
+    // Check the process first: a vanished pid is kNotFound before any mount
+    // is cloned.
+    if (::kill(pid, 0) != 0 && errno == ESRCH) {
+      return absl::NotFoundError(absl::StrCat(ctx, ": process ", pid, " does not exist"));
+    }
+    // The detached copy, in warmpoold's namespace (open_tree can only clone
+    // mounts of the caller's own namespace).
+    p.tree = Fd(static_cast<int>(
+        ::syscall(SYS_open_tree, AT_FDCWD, m.source.c_str(),
+                  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (p.is_dir ? AT_RECURSIVE : 0))));
+    if (!p.tree.ok()) {
+      return ErrnoStatus(errno, absl::StrCat(ctx, ": open_tree(OPEN_TREE_CLONE) of source"));
+    }
+    // Private (containerd's "rprivate") and, if asked, read-only, before the
+    // copy is visible anywhere.
     struct mount_attr attr;
     std::memset(&attr, 0, sizeof attr);
     attr.propagation = MS_PRIVATE;
-    if (readonly) attr.attr_set = MOUNT_ATTR_RDONLY;
-    if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
+    if (m.readonly) attr.attr_set = MOUNT_ATTR_RDONLY;
+    if (::syscall(SYS_mount_setattr, p.tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
                   sizeof attr) != 0) {
       if (errno != ENOSYS) {
         return ErrnoStatus(errno, absl::StrCat(ctx, ": mount_setattr on the detached copy"));
       }
-      remount_ro_in_child = readonly;  // kernel < 5.12
+      p.remount_ro = m.readonly;  // kernel < 5.12
     }
+    p.target = m.target;
+    while (p.target.size() > 1 && p.target.back() == '/') p.target.pop_back();
   }
 
-  std::string target_buf = target;  // the child mutates its own copy (mkdir -p)
-  while (target_buf.size() > 1 && target_buf.back() == '/') target_buf.pop_back();
-  char* tpath = target_buf.data();
-  int tree_fd = tree.get();
+  // One child for all of them: joining a mount namespace costs a clone and a
+  // setns, several ms each on a busy node. The child reports which mount
+  // failed in the output's first byte.
+  char failed_at = 0;
+  std::string output;
   absl::Status s = RunInNamespaces(
       pid, CLONE_NEWNS,
-      [tpath, tree_fd, is_dir, remount_ro_in_child](NsChildOutput&) -> NsChildResult {
-        NsChildResult r = ChildMkdirParents(tpath);
-        if (r.err != 0) return r;
-        if (is_dir) {
-          if (::mkdir(tpath, 0755) != 0 && errno != EEXIST)
-            return {errno, "create mount point directory"};
-        } else {
-          int f = ::open(tpath, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
-          if (f < 0) return {errno, "create mount point file"};
-          ::close(f);
-        }
-        if (::syscall(SYS_move_mount, tree_fd, "", AT_FDCWD, tpath, MOVE_MOUNT_F_EMPTY_PATH) != 0) {
-          return {errno, "move_mount onto the target"};
-        }
-        if (remount_ro_in_child &&
-            ::mount(nullptr, tpath, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
-          int err = errno;
-          ::umount2(tpath, MNT_DETACH);
-          return {err, "remount read-only (MS_REMOUNT|MS_BIND|MS_RDONLY)"};
+      [&prepared](NsChildOutput& out) -> NsChildResult {
+        for (size_t i = 0; i < prepared.size(); ++i) {
+          Prepared& p = prepared[i];
+          char* tpath = p.target.data();
+          if (out.capacity > 0) {
+            out.data[0] = static_cast<char>(i);
+            out.size = 1;
+          }
+          NsChildResult r = ChildMkdirParents(tpath);
+          if (r.err != 0) return r;
+          if (p.is_dir) {
+            if (::mkdir(tpath, 0755) != 0 && errno != EEXIST)
+              return {errno, "create mount point directory"};
+          } else {
+            int f = ::open(tpath, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
+            if (f < 0) return {errno, "create mount point file"};
+            ::close(f);
+          }
+          if (::syscall(SYS_move_mount, p.tree.get(), "", AT_FDCWD, tpath,
+                        MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+            return {errno, "move_mount onto the target"};
+          }
+          if (p.remount_ro &&
+              ::mount(nullptr, tpath, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+            int err = errno;
+            ::umount2(tpath, MNT_DETACH);
+            return {err, "remount read-only (MS_REMOUNT|MS_BIND|MS_RDONLY)"};
+          }
         }
         return {};
-      });
-  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(ctx, ": ", s.message()));
+      },
+      &output, 1);
+  if (!output.empty()) failed_at = output[0];
+  if (!s.ok()) {
+    const size_t at = std::min(static_cast<size_t>(static_cast<unsigned char>(failed_at)),
+                               mounts.size() - 1);
+    return absl::Status(s.code(), absl::StrCat(context(mounts[at]), ": ", s.message()));
+  }
   return s;
 }
 

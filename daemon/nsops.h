@@ -134,4 +134,14 @@ std::string FormatResolvConf(const std::vector<std::string>& servers,
 absl::Status InjectBindMount(pid_t pid, const std::string& source, const std::string& target,
                              bool readonly);
 
+// The same for several mounts in one helper process (one clone and setns for
+// all), in order; the first failure stops it and names its mount. Mounts
+// done before it stay.
+struct BindMount {
+  std::string source;
+  std::string target;
+  bool readonly = false;
+};
+absl::Status InjectBindMounts(pid_t pid, const std::vector<BindMount>& mounts);
+
 }  // namespace warmpool

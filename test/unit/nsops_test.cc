@@ -508,6 +508,29 @@ TEST_F(NsOpsTest, InjectBindMountErrors) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
 }
 
+TEST_F(NsOpsTest, InjectBindMountsDoesSeveralInOneHelperAndNamesTheOneThatFailed) {
+  WriteText(dir_ + "/a", "a\n");
+  WriteText(dir_ + "/b", "b\n");
+  absl::Status s = InjectBindMounts(holder_, {{dir_ + "/a", "/run/nsops-batch/a", false},
+                                              {dir_ + "/b", "/run/nsops-batch/sub/b", true}});
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(HolderRead("/run/nsops-batch/a"), "a\n");
+  EXPECT_EQ(HolderRead("/run/nsops-batch/sub/b"), "b\n");
+  EXPECT_EQ(HolderWrite("/run/nsops-batch/sub/b", "x\n"), EROFS);
+  EXPECT_TRUE(InjectBindMounts(holder_, {}).ok());
+
+  // The second of three fails (a file onto a directory): the error names it,
+  // the first is done, the third is not tried.
+  s = InjectBindMounts(holder_, {{dir_ + "/a", "/run/nsops-batch/c", false},
+                                 {dir_ + "/b", kExisting, false},
+                                 {dir_ + "/a", "/run/nsops-batch/d", false}});
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr(kExisting)) << s;
+  EXPECT_THAT(std::string(s.message()), Not(HasSubstr("/run/nsops-batch/c"))) << s;
+  EXPECT_EQ(HolderRead("/run/nsops-batch/c"), "a\n");
+  EXPECT_EQ(FindMount(HolderMountinfo(), "/run/nsops-batch/d"), "");
+}
+
 // ---------------------------------------------------------------- errors
 
 TEST_F(NsOpsTest, AProcessThatDoesNotExistIsNotFound) {
