@@ -77,6 +77,7 @@
 #include "daemon/pool_objects.h"
 #include "daemon/runtime_client.h"
 #include "daemon/state_store.h"
+#include "daemon/step_timer.h"
 #include "daemon/systemd_cgroups.h"
 
 namespace warmpool {
@@ -158,8 +159,9 @@ class Handoff final : public cri::RewritePolicy {
   // call is forwarded.
   void StopSandbox(const std::string& sandbox_id, cri::CallRewriter::DecideCallback done);
   void ContainerRemoved(const std::string& container_id);
+  // `steps` gets a lap per step (the hit's log line).
   absl::Status AdoptContainer(const v1::CreateContainerRequest& req, const AdoptedView& sandbox,
-                              const Prestarted& p);
+                              const Prestarted& p, StepTimer* steps);
   // The pre-started containers of a freshly adopted sandbox, from containerd.
   absl::StatusOr<std::vector<Prestarted>> ListPrestarted(const std::string& sandbox_id);
   // Stops and removes the unclaimed pre-started containers of `sandbox_id`
@@ -179,7 +181,8 @@ class Handoff final : public cri::RewritePolicy {
   void Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideCallback done);
   // The hand-off itself, on a worker: the answer, or an error to roll back.
   absl::StatusOr<std::string> Adopt(const v1::RunPodSandboxRequest& req,
-                                    const PoolManager::Claimed& claimed, bool late_network);
+                                    const PoolManager::Claimed& claimed, bool late_network,
+                                    StepTimer* steps);
   // Late network: CNI DEL of an adopted sandbox's pod network, recorded as
   // released; OK when there is none or it is already released.
   absl::Status ReleaseNetwork(const std::string& sandbox_id);
@@ -191,9 +194,12 @@ class Handoff final : public cri::RewritePolicy {
   // of containerd once.
   absl::StatusOr<std::string> CriRoot();
   // kubelet's labels on containerd's own record of `id` (its native API;
-  // proto/containerd_containers.proto says why). A failure is logged only.
-  void SetContainerdLabels(const std::string& id,
-                           const google::protobuf::Map<std::string, std::string>& labels);
+  // proto/containerd_containers.proto says why), on a worker, after the
+  // answer. A failure is logged only.
+  void SetContainerdLabelsLater(const std::string& id,
+                                const google::protobuf::Map<std::string, std::string>& labels);
+  // The same for a recovered record's sandbox and adopted containers.
+  void RelabelRecovered(const AdoptionRecord& r);
   void RollBack(const PoolManager::Claimed& claimed, const std::string& cgroup_parent,
                 const std::vector<std::string>& moved);
   void Forget(const std::string& sandbox_id);

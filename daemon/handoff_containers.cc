@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "daemon/failpoint.h"
+#include "daemon/step_timer.h"
 #include "daemon/handoff.h"
 #include "daemon/log_format.h"
 #include "daemon/matcher.h"
@@ -184,7 +185,8 @@ void Handoff::DecideCreate(const grpc::ByteBuffer& request,
       }
     }
     const auto start = Clock::now();
-    if (absl::Status s = AdoptContainer(req, *sandbox, p); !s.ok()) {
+    StepTimer steps;
+    if (absl::Status s = AdoptContainer(req, *sandbox, p, &steps); !s.ok()) {
       Count("container_handoff_failed");
       spdlog::warn("miss: pod {} container {} pool {}: adopting pre-started container {} failed: "
                    "{} [handoff_failed]; the pre-started one is removed",
@@ -194,17 +196,23 @@ void Handoff::DecideCreate(const grpc::ByteBuffer& request,
     }
     Count("container_hit");
     spdlog::info(
-        "hit: pod {} container {} pool {} pre-started {} in {}us", pod, name, sandbox->pool,
-        p.container_id.substr(0, 13),
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
+        "hit: pod {} container {} pool {} pre-started {} in {}us ({})", pod, name,
+        sandbox->pool, p.container_id.substr(0, 13),
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count(),
+        steps.Format());
     v1::CreateContainerResponse resp;
     resp.set_container_id(p.container_id);
     done(Answer(resp));
+    // containerd's own record of the container gets kubelet's labels
+    // (cAdvisor names the container's cgroup stats by them), after the
+    // answer: it is a bolt commit in containerd.
+    SetContainerdLabelsLater(p.container_id, req.config().labels());
   });
 }
 
 absl::Status Handoff::AdoptContainer(const v1::CreateContainerRequest& req,
-                                     const AdoptedView& sandbox, const Prestarted& p) {
+                                     const AdoptedView& sandbox, const Prestarted& p,
+                                     StepTimer* steps) {
   const v1::ContainerConfig& config = req.config();
   const std::string cgroup = sandbox.config.linux().cgroup_parent() + "/" + p.container_id;
 
@@ -215,31 +223,28 @@ absl::Status Handoff::AdoptContainer(const v1::CreateContainerRequest& req,
     const std::string kubelet_log = sandbox.config.log_directory() + "/" + config.log_path();
     if (absl::Status s = LinkLog(status.status().log_path(), kubelet_log); !s.ok()) return s;
   }
+  steps->Lap("log");
   MaybeFail("container.linked");
 
   // 2. kubelet's mounts (etc-hosts, termination-log, volumes, tokens).
   auto pids = cgroups_->Pids(cgroup);
   if (!pids.ok()) return pids.status();
   if (pids->empty()) return absl::FailedPreconditionError("no process left in " + cgroup);
+  std::vector<BindMount> mounts;
   for (const v1::Mount& m : config.mounts()) {
-    if (absl::Status s =
-            InjectBindMount(pids->front(), m.host_path(), m.container_path(), m.readonly());
-        !s.ok()) {
-      return s;
-    }
+    mounts.push_back({m.host_path(), m.container_path(), m.readonly()});
   }
+  if (absl::Status s = InjectBindMounts(pids->front(), mounts); !s.ok()) return s;
+  steps->Lap("mounts");
   MaybeFail("container.mounted");
 
   // 3. Resources, where the processes are.
   const v1::LinuxContainerResources& r = config.linux().resources();
   if (absl::Status s = cgroups_->ApplyLimits(cgroup, LimitsOf(r)); !s.ok()) return s;
   if (r.oom_score_adj() != 0) SetOomScoreAdj(*pids, r.oom_score_adj());
+  steps->Lap("limits");
 
-  // 4. containerd's own record of the container gets kubelet's labels
-  // (cAdvisor names the container's cgroup stats by them).
-  SetContainerdLabels(p.container_id, config.labels());
-
-  // 5. The record, then kubelet's view.
+  // 4. The record, then kubelet's view.
   AdoptionRecord::Container c;
   c.container_id = p.container_id;
   c.template_name = p.template_name;
@@ -256,6 +261,7 @@ absl::Status Handoff::AdoptContainer(const v1::CreateContainerRequest& req,
       },
       StateStore::Durability::kPowerLoss);
   if (!s.ok()) return s;
+  steps->Lap("record");
   MaybeFail("container.recorded");
   objects_->AddAdoptedContainer(ContainerViewOf(updated, c));
   return absl::OkStatus();

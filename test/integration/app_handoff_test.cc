@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -153,19 +154,25 @@ TEST_F(AppHandoffTest, WarmPodIsTheColdPodWithItsAppAlreadyRunning) {
   EXPECT_EQ(listed.containers(0).id(), cid);
   EXPECT_EQ(listed.containers(0).metadata().name(), "app");
 
-  // containerd's own records (what cAdvisor names stats by) carry kubelet's
-  // labels, as the cold pod's do.
+  // containerd's own records (what cAdvisor names stats by) get kubelet's
+  // labels, as the cold pod's have them (set right after the answers).
   for (const auto& [id, want] :
        std::vector<std::pair<std::string, google::protobuf::Map<std::string, std::string>>>{
            {cid, warm.container_configs[0].labels()},
            {warm.sandbox_id, warm.sandbox_config.labels()}}) {
-    auto labels = ContainerdRecordLabels(env_.containerd_sock, id);
-    ASSERT_TRUE(labels.has_value()) << id;
-    for (const auto& [key, value] : want) {
-      EXPECT_EQ((*labels)[key], value) << id << " label " << key;
-    }
+    std::map<std::string, std::string> labels;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          labels = ContainerdRecordLabels(env_.containerd_sock, id).value_or(labels);
+          return std::all_of(want.begin(), want.end(), [&](const auto& kv) {
+            return labels.count(kv.first) && labels.at(kv.first) == kv.second;
+          });
+        },
+        10s))
+        << id << " has " << ::testing::PrintToString(labels);
   }
-  EXPECT_EQ((*ContainerdRecordLabels(env_.containerd_sock, cid))["io.kubernetes.pod.name"],
+  EXPECT_EQ(ContainerdRecordLabels(env_.containerd_sock, cid)
+                .value_or(std::map<std::string, std::string>{})["io.kubernetes.pod.name"],
             warm.spec.name);
 
   ASSERT_RPC_OK(driver_->StartContainer(cid, &started));
