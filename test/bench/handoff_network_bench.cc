@@ -36,11 +36,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string Getenv(const char* name) {
-  const char* v = getenv(name);
-  return v ? v : "";
-}
-
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 double Percentile(std::vector<double> v, double p) {
@@ -68,7 +63,7 @@ int main(int argc, char** argv) {
     }
   }
   auto env = wt::TestBedEnv::FromEnvironment();
-  if (!env || Getenv("WP_TEST_LATE_RUNTIME_HANDLER").empty()) {
+  if (!env || wt::Getenv("WP_TEST_LATE_RUNTIME_HANDLER").empty()) {
     std::fprintf(stderr, "no test bed: test/harness/containerd.sh start DIR; source DIR/env\n");
     return 2;
   }
@@ -84,9 +79,9 @@ int main(int argc, char** argv) {
   o.log_level = "info";
   o.extra_daemon_config = "pool_cgroup_parent = \"" + pool_parent +
                           "\"\nlate_runtime_handler = \"" +
-                          Getenv("WP_TEST_LATE_RUNTIME_HANDLER") + "\"\ncni_conf_dir = \"" +
-                          Getenv("WP_TEST_CNI_CONF_DIR") + "\"\ncni_bin_dir = \"" +
-                          Getenv("WP_TEST_CNI_BIN_DIR") + "\"";
+                          wt::Getenv("WP_TEST_LATE_RUNTIME_HANDLER") + "\"\ncni_conf_dir = \"" +
+                          wt::Getenv("WP_TEST_CNI_CONF_DIR") + "\"\ncni_bin_dir = \"" +
+                          wt::Getenv("WP_TEST_CNI_BIN_DIR") + "\"";
   const std::string pools =
       "[[pool]]\nname = \"early\"\nsize = 1\nnetwork = \"early\"\n[pool.sandbox]\n"
       "dns = { servers = [\"127.0.0.1\"] }\n\n"

@@ -31,13 +31,6 @@ using namespace std::chrono_literals;
 
 constexpr int kInitSeconds = 5;  // the app's init: a warm pod must not pay it
 
-std::string ReadAll(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 class AppHandoffTest : public PoolBedTest {
  protected:
   AppHandoffTest() : PoolBedTest("wpa") {}

@@ -38,18 +38,6 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string Getenv(const char* name) {
-  const char* v = ::getenv(name);
-  return v ? v : "";
-}
-
 bool HasWarmpoolLabel(const google::protobuf::Map<std::string, std::string>& labels) {
   return std::any_of(labels.begin(), labels.end(),
                      [](const auto& kv) { return kv.first.rfind("warmpool.io/", 0) == 0; });

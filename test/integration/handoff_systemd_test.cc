@@ -32,13 +32,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string ReadAll(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // `systemctl show UNIT -p PROP --value`: what systemd itself says.
 std::string Show(const std::string& unit, const std::string& property) {
   std::string cmd = "systemctl show '" + unit + "' -p " + property + " --value 2>&1";

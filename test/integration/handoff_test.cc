@@ -23,13 +23,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string ReadAll(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 class HandoffTest : public PoolBedTest {
  protected:
   HandoffTest() : PoolBedTest("wph") {}

@@ -23,11 +23,6 @@ namespace {
 
 constexpr int kMaxMessageBytes = 16 * 1024 * 1024;  // kubelet's CRI limit
 
-std::string Getenv(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
 std::string RandomHex(size_t chars) {
   static thread_local std::mt19937_64 rng{std::random_device{}() ^ static_cast<uint64_t>(::getpid())
                                                                        << 32};
@@ -76,6 +71,18 @@ std::vector<std::string> CgroupMounts() {
 }
 
 }  // namespace
+
+std::string Getenv(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string ReadAll(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 std::optional<TestBedEnv> TestBedEnv::FromEnvironment() {
   TestBedEnv env;

@@ -47,6 +47,11 @@ struct TestBedEnv {
   static bool Required();
 };
 
+// The value of environment variable `name`, "" when unset.
+std::string Getenv(const char* name);
+// The whole content of file `path`, "" when it cannot be read.
+std::string ReadAll(const std::filesystem::path& path);
+
 // A gRPC channel to a CRI unix socket, with kubelet's 16 MiB message limit.
 std::shared_ptr<grpc::Channel> ConnectCri(const std::string& socket_path);
 

@@ -35,18 +35,6 @@ using namespace std::chrono_literals;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string Getenv(const char* name) {
-  const char* v = ::getenv(name);
-  return v ? v : "";
-}
-
 // One line of the recorder's log.
 struct CniCall {
   std::string command, container_id, ifname, netns, args;

@@ -34,13 +34,6 @@ namespace {
 using namespace std::chrono_literals;
 using promtext::LabelMap;
 
-std::string ReadAll(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 struct ProgramRun {
   int exit_code = -1;
   std::string out;
