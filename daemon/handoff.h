@@ -176,6 +176,9 @@ class Handoff final : public cri::RewritePolicy {
                             const std::function<void(AdoptionRecord&)>& change,
                             StateStore::Durability durability);
   std::string CgroupParentOf(const std::string& sandbox_id);
+  // "<cgroup parent>/<container id>" of an adopted sandbox's container; ""
+  // when the sandbox is not known.
+  std::string ContainerCgroupOf(const std::string& sandbox_id, const std::string& container_id);
   class StopRewriter;
 
   void Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideCallback done);

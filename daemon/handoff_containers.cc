@@ -101,6 +101,12 @@ std::string Handoff::CgroupParentOf(const std::string& sandbox_id) {
   return "";
 }
 
+std::string Handoff::ContainerCgroupOf(const std::string& sandbox_id,
+                                       const std::string& container_id) {
+  const std::string parent = CgroupParentOf(sandbox_id);
+  return parent.empty() ? "" : parent + "/" + container_id;
+}
+
 absl::Status Handoff::UpdateRecord(const std::string& sandbox_id,
                                    const std::function<void(AdoptionRecord&)>& change,
                                    StateStore::Durability durability) {
@@ -281,7 +287,7 @@ void Handoff::DecideStart(const grpc::ByteBuffer& request, cri::CallRewriter::De
                             {}});
   }
   Post([this, view, done = std::move(done)] {
-    const std::string cgroup = CgroupParentOf(view->sandbox_id) + "/" + view->container_id;
+    const std::string cgroup = ContainerCgroupOf(view->sandbox_id, view->container_id);
     if (absl::Status s = cgroups_->Thaw(cgroup); !s.ok()) return done(LocalAnswer{ToGrpc(s), {}});
     const int64_t now = UnixNowNs();
     absl::Status s = UpdateRecord(
@@ -309,7 +315,7 @@ void Handoff::DecideStopContainer(const grpc::ByteBuffer& request,
   if (!view || view->started_at_ns != 0) return done(std::nullopt);
   // Never started by kubelet: still frozen, and a frozen task cannot die.
   Post([this, view, done = std::move(done)] {
-    (void)cgroups_->Thaw(CgroupParentOf(view->sandbox_id) + "/" + view->container_id);
+    (void)cgroups_->Thaw(ContainerCgroupOf(view->sandbox_id, view->container_id));
     done(std::nullopt);
   });
 }
@@ -322,7 +328,7 @@ void Handoff::DecideUpdateResources(const grpc::ByteBuffer& request,
   if (!view) return done(std::nullopt);
   // containerd would update the pool's old cgroup: apply where the processes are.
   Post([this, view, req, done = std::move(done)] {
-    const std::string cgroup = CgroupParentOf(view->sandbox_id) + "/" + view->container_id;
+    const std::string cgroup = ContainerCgroupOf(view->sandbox_id, view->container_id);
     if (absl::Status s = cgroups_->ApplyLimits(cgroup, LimitsOf(req->linux())); !s.ok()) {
       return done(LocalAnswer{ToGrpc(s), {}});
     }
@@ -352,9 +358,8 @@ void Handoff::DecideUpdateResources(const grpc::ByteBuffer& request,
 }
 
 bool Handoff::Stats(const AdoptedContainerView& view, v1::ContainerStats* out) {
-  const std::string parent = CgroupParentOf(view.sandbox_id);
-  if (parent.empty()) return false;
-  const std::string cgroup = parent + "/" + view.container_id;
+  const std::string cgroup = ContainerCgroupOf(view.sandbox_id, view.container_id);
+  if (cgroup.empty()) return false;
   v1::ContainerAttributes* a = out->mutable_attributes();
   a->set_id(view.container_id);
   *a->mutable_metadata() = view.config.metadata();
@@ -416,7 +421,7 @@ void Handoff::ContainerRemoved(const std::string& container_id) {
   std::shared_ptr<const AdoptedContainerView> view = objects_->AdoptedContainer(container_id);
   if (!view) return;
   Post([this, view] {
-    const std::string cgroup = CgroupParentOf(view->sandbox_id) + "/" + view->container_id;
+    const std::string cgroup = ContainerCgroupOf(view->sandbox_id, view->container_id);
     if (absl::Status s = cgroups_->RemoveTree(cgroup); !s.ok()) {
       spdlog::warn("container {}: removing its cgroup: {}", view->container_id.substr(0, 13),
                    s.message());
@@ -447,16 +452,15 @@ void Handoff::Reap(const std::string& sandbox_id) {
 }
 
 void Handoff::ReapOne(const std::string& sandbox_id, const std::string& container_id) {
-  const std::string parent = CgroupParentOf(sandbox_id);
-  const std::string cgroup = parent + "/" + container_id;
-  if (!parent.empty()) (void)cgroups_->Thaw(cgroup);
+  const std::string cgroup = ContainerCgroupOf(sandbox_id, container_id);
+  if (!cgroup.empty()) (void)cgroups_->Thaw(cgroup);
   absl::Status s = runtime_->StopContainer(container_id, 0);
   if (s.ok() || absl::IsNotFound(s)) s = runtime_->RemoveContainer(container_id);
   if (!s.ok() && !absl::IsNotFound(s)) {
     spdlog::warn("sandbox {}: removing unclaimed pre-started container {}: {}",
                  sandbox_id.substr(0, 13), container_id.substr(0, 13), s.message());
   }
-  if (!parent.empty()) (void)cgroups_->RemoveTree(cgroup);
+  if (!cgroup.empty()) (void)cgroups_->RemoveTree(cgroup);
   objects_->Remove(container_id);
   (void)UpdateRecord(
       sandbox_id,

@@ -7,6 +7,8 @@ namespace {
 
 constexpr auto kCallTimeout = std::chrono::seconds(60);
 constexpr auto kPullTimeout = std::chrono::minutes(10);
+// The containerd namespace of the CRI plugin's objects.
+constexpr const char* kContainerdCriNamespace = "k8s.io";
 
 std::unique_ptr<grpc::ClientContext> Context(std::chrono::seconds timeout = kCallTimeout) {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -143,17 +145,32 @@ absl::Status GrpcRuntimeClient::Status(bool verbose, v1::StatusResponse* resp) {
 absl::Status GrpcRuntimeClient::SetContainerdLabels(
     const std::string& id, const std::map<std::string, std::string>& labels) {
   namespace cd = containerd::services::containers::v1;
+  if (labels.empty()) return absl::OkStatus();
+  // Read first: an Update is a bolt commit in containerd (tens of ms under
+  // load), and recovery asks again for every adopted pod at each start.
+  cd::GetContainerRequest get;
+  get.set_id(id);
+  cd::GetContainerResponse current;
+  auto get_ctx = Context();
+  get_ctx->AddMetadata("containerd-namespace", kContainerdCriNamespace);
+  if (absl::Status s =
+          FromGrpc(containers_->Get(get_ctx.get(), get, &current), "containerd Containers.Get");
+      !s.ok()) {
+    return s;
+  }
   cd::UpdateContainerRequest req;
   req.mutable_container()->set_id(id);
+  const auto& have = current.container().labels();
   for (const auto& [key, value] : labels) {
+    auto it = have.find(key);
+    if (it != have.end() && it->second == value) continue;
     (*req.mutable_container()->mutable_labels())[key] = value;
     req.mutable_update_mask()->add_paths("labels." + key);
   }
-  if (labels.empty()) return absl::OkStatus();
+  if (req.update_mask().paths().empty()) return absl::OkStatus();
   cd::UpdateContainerResponse resp;
   auto ctx = Context();
-  // The CRI plugin's containerd namespace.
-  ctx->AddMetadata("containerd-namespace", "k8s.io");
+  ctx->AddMetadata("containerd-namespace", kContainerdCriNamespace);
   return FromGrpc(containers_->Update(ctx.get(), req, &resp), "containerd Containers.Update");
 }
 

@@ -63,6 +63,7 @@ class RuntimeClient {
   // Sets `labels` on containerd's own record of container or sandbox `id`
   // (its native API, not the CRI: cAdvisor names stats by these labels; see
   // proto/containerd_containers.proto), leaving its other labels alone.
+  // Writes only the labels that differ, nothing when none do.
   virtual absl::Status SetContainerdLabels(const std::string& id,
                                            const std::map<std::string, std::string>& labels) {
     return absl::UnimplementedError("SetContainerdLabels");
