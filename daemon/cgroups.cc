@@ -912,4 +912,17 @@ absl::Status Cgroups::Create(const std::string& path) {
   return absl::OkStatus();
 }
 
+absl::Status Cgroups::CreateFrozen(const std::string& path) {
+  WP_RETURN_IF_ERROR(ValidatePath(path, /*allow_root=*/false));
+  absl::StatusOr<const Hierarchy*> h = FreezerHierarchy();
+  if (!h.ok()) return h.status();
+  if ((*h)->v2) {
+    return absl::UnimplementedError(
+        absl::StrCat("cgroup ", path, ": a cgroup2 freezer cannot be frozen before its tasks "
+                                      "arrive when systemd makes the cgroup"));
+  }
+  WP_RETURN_IF_ERROR(CreateIn(**h, path));
+  return SetFrozen(path, true);
+}
+
 }  // namespace warmpool

@@ -155,6 +155,11 @@ class Cgroups {
   // level inherits its parent's cpuset.cpus and cpuset.mems (empty ones
   // would refuse every task). Enables no v2 controller in subtree_control.
   absl::Status Create(const std::string& path);
+  // mkdir -p of `path` in the v1 freezer hierarchy only, frozen: where tasks
+  // that must stay frozen go when another hierarchy's cgroup is systemd's to
+  // make. kUnimplemented on a v2 freezer (cgroup.freeze lives in the cgroup
+  // systemd makes, which cannot be frozen before the tasks arrive).
+  absl::Status CreateFrozen(const std::string& path);
 
  private:
   // One mounted hierarchy and how it is reached.

@@ -315,12 +315,16 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
   MatchResult match = MatchSandbox(req, pools);
   const std::string pod = PodNameOf(req.config());
   if (match.hit && !match.pool->is_sandbox_pool() &&
-      IsSystemdSlice(req.config().linux().cgroup_parent())) {
+      IsSystemdSlice(req.config().linux().cgroup_parent()) &&
+      cgroups_->freezer_version() == CgroupVersion::kV2) {
+    // systemd makes a container's scope cgroup with the processes in it: on
+    // cgroup2 (where the freezer is that cgroup's cgroup.freeze) the
+    // pre-started containers would run before kubelet starts them.
     match.hit = false;
     match.reason_code = "systemd_driver";
     match.reason = "pool \"" + match.pool->name +
-                   "\" has pre-started containers; handing those over under the systemd cgroup "
-                   "driver is not supported yet";
+                   "\" has pre-started containers; under the systemd cgroup driver they can "
+                   "be handed over only with the cgroup v1 freezer";
   }
   if (!match.hit) {
     Count(match.reason_code);
@@ -441,26 +445,18 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   // Every process into kubelet's pod cgroup, one cgroup per container, as
   // containerd would have placed them with the driver the parent names
   // (daemon/systemd_cgroups.h). Pre-started containers stay frozen until
-  // kubelet starts them: they go into a cgroup frozen before they arrive
-  // (cgroupfs only: Decide sends app pools under a systemd slice cold).
+  // kubelet starts them: they go into a freezer cgroup frozen before they
+  // arrive.
   std::vector<std::string> children = KernelEntryCgroups(cgroups_).Children(claimed.cgroup_path);
   const v1::LinuxContainerResources sandbox_resources = SandboxContainerResources();
   for (const std::string& child : children) {
     const std::string id = ContainerIdOfCgroup(child);
     const bool is_sandbox = id == sandbox_id;
     moved.push_back(id);
-    if (!is_sandbox) {
-      const std::string to = parent + "/" + id;
-      if (absl::Status s = cgroups_->Create(to); !s.ok()) return fail(s);
-      if (absl::Status s = cgroups_->Freeze(to); !s.ok()) return fail(s);
-      if (absl::Status s = cgroups_->MoveProcs(claimed.cgroup_path + "/" + child, to); !s.ok()) {
-        return fail(s);
-      }
-      continue;
-    }
     if (absl::Status s = placement_->MoveContainer(claimed.cgroup_path + "/" + child, parent, id,
                                                    is_sandbox,
-                                                   is_sandbox ? &sandbox_resources : nullptr);
+                                                   is_sandbox ? &sandbox_resources : nullptr,
+                                                   /*frozen=*/!is_sandbox);
         !s.ok()) {
       return fail(s);
     }
@@ -583,7 +579,7 @@ void Handoff::RollBack(const PoolManager::Claimed& claimed, const std::string& c
                        const std::vector<std::string>& moved) {
   // Processes already moved die with the sandbox (thawed first: a frozen task
   // cannot die); then their cgroups go.
-  for (const std::string& child : moved) (void)cgroups_->Thaw(cgroup_parent + "/" + child);
+  for (const std::string& child : moved) ThawContainer(cgroup_parent, child);
   pools_->DestroyClaimed(claimed);
   for (const std::string& id : moved) {
     if (absl::Status s = placement_->RemoveMoved(cgroup_parent, id); !s.ok()) {
@@ -613,7 +609,7 @@ void Handoff::Forget(const std::string& sandbox_id) {
       objects_->Remove(id);
     }
     for (const std::string& id : ids) {
-      (void)cgroups_->Thaw(record->cgroup_parent + "/" + id);
+      ThawContainer(record->cgroup_parent, id);
       if (absl::Status s = placement_->RemoveMoved(record->cgroup_parent, id); !s.ok()) {
         spdlog::warn("sandbox {}: removing the cgroup of {}: {}", sandbox_id.substr(0, 13),
                      id.substr(0, 13), s.message());

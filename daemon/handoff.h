@@ -32,13 +32,17 @@
 // Cgroup drivers: a cgroup_parent that is a systemd slice moves each
 // container into its `cri-containerd-<id>.scope` in that slice through
 // systemd (daemon/systemd_cgroups.h), given set_container_cgroups with a
-// systemd connection; a cgroupfs path moves it by cgroupfs.
+// systemd connection; a cgroupfs path moves it by cgroupfs. Every later
+// cgroup step of an adopted container (freeze state, resources, stats,
+// removal) goes to where that placement put it, through the same driver:
+// resources of a scope are its unit properties, set through systemd.
 //
 //
 // App pools (daemon/handoff_containers.cc). At RunPodSandbox the entry's
 // pre-started containers move, still frozen, into their own cgroups under
-// kubelet's cgroup_parent (<cgroup_parent>/<container id>, as the cold path
-// would place them) and are recorded as unclaimed. kubelet's CreateContainer
+// kubelet's cgroup_parent (<cgroup_parent>/<container id>, or their scope
+// in the pod's slice, as the cold path would place them) and are recorded as
+// unclaimed. kubelet's CreateContainer
 // in that sandbox whose config the matcher accepts for the pre-started
 // container of the same name (MatchContainer against the pool's current
 // template, which must still be the one the entry was made from) adopts it:
@@ -179,6 +183,9 @@ class Handoff final : public cri::RewritePolicy {
   // "<cgroup parent>/<container id>" of an adopted sandbox's container; ""
   // when the sandbox is not known.
   std::string ContainerCgroupOf(const std::string& sandbox_id, const std::string& container_id);
+  // Thaws container `container_id`'s cgroup under `parent` (either driver);
+  // errors are ignored (it may be gone).
+  void ThawContainer(const std::string& parent, const std::string& container_id);
   class StopRewriter;
 
   void Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideCallback done);

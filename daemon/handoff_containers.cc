@@ -86,13 +86,6 @@ void SetOomScoreAdj(const std::vector<pid_t>& pids, int64_t value) {
   }
 }
 
-Cgroups::Limits LimitsOf(const v1::LinuxContainerResources& r) {
-  return {.cpu_shares = r.cpu_shares(),
-          .cpu_quota = r.cpu_quota(),
-          .cpu_period = r.cpu_period(),
-          .memory_limit_bytes = r.memory_limit_in_bytes()};
-}
-
 }  // namespace
 
 std::string Handoff::CgroupParentOf(const std::string& sandbox_id) {
@@ -104,7 +97,14 @@ std::string Handoff::CgroupParentOf(const std::string& sandbox_id) {
 std::string Handoff::ContainerCgroupOf(const std::string& sandbox_id,
                                        const std::string& container_id) {
   const std::string parent = CgroupParentOf(sandbox_id);
-  return parent.empty() ? "" : parent + "/" + container_id;
+  if (parent.empty()) return "";
+  auto path = placement_->ContainerCgroup(parent, container_id);
+  return path.ok() ? *path : "";
+}
+
+void Handoff::ThawContainer(const std::string& parent, const std::string& container_id) {
+  auto path = placement_->ContainerCgroup(parent, container_id);
+  if (path.ok()) (void)cgroups_->Thaw(*path);
 }
 
 absl::Status Handoff::UpdateRecord(const std::string& sandbox_id,
@@ -220,7 +220,10 @@ absl::Status Handoff::AdoptContainer(const v1::CreateContainerRequest& req,
                                      const AdoptedView& sandbox, const Prestarted& p,
                                      StepTimer* steps) {
   const v1::ContainerConfig& config = req.config();
-  const std::string cgroup = sandbox.config.linux().cgroup_parent() + "/" + p.container_id;
+  const std::string& parent = sandbox.config.linux().cgroup_parent();
+  auto where = placement_->ContainerCgroup(parent, p.container_id);
+  if (!where.ok()) return where.status();
+  const std::string& cgroup = *where;
 
   // 1. The log, at kubelet's path.
   if (!config.log_path().empty() && !sandbox.config.log_directory().empty()) {
@@ -246,7 +249,7 @@ absl::Status Handoff::AdoptContainer(const v1::CreateContainerRequest& req,
 
   // 3. Resources, where the processes are.
   const v1::LinuxContainerResources& r = config.linux().resources();
-  if (absl::Status s = cgroups_->ApplyLimits(cgroup, LimitsOf(r)); !s.ok()) return s;
+  if (absl::Status s = placement_->ApplyResources(parent, p.container_id, r); !s.ok()) return s;
   if (r.oom_score_adj() != 0) SetOomScoreAdj(*pids, r.oom_score_adj());
   steps->Lap("limits");
 
@@ -329,7 +332,9 @@ void Handoff::DecideUpdateResources(const grpc::ByteBuffer& request,
   // containerd would update the pool's old cgroup: apply where the processes are.
   Post([this, view, req, done = std::move(done)] {
     const std::string cgroup = ContainerCgroupOf(view->sandbox_id, view->container_id);
-    if (absl::Status s = cgroups_->ApplyLimits(cgroup, LimitsOf(req->linux())); !s.ok()) {
+    if (absl::Status s = placement_->ApplyResources(CgroupParentOf(view->sandbox_id),
+                                                    view->container_id, req->linux());
+        !s.ok()) {
       return done(LocalAnswer{ToGrpc(s), {}});
     }
     if (req->linux().oom_score_adj() != 0) {
@@ -409,7 +414,7 @@ void Handoff::StopSandbox(const std::string& sandbox_id,
     if (auto record = store_->Get(sandbox->sandbox_id)) {
       for (const auto& c : record->containers) {
         if (c.started_at_ns == 0) {
-          (void)cgroups_->Thaw(record->cgroup_parent + "/" + c.container_id);
+          ThawContainer(record->cgroup_parent, c.container_id);
         }
       }
     }
@@ -421,8 +426,9 @@ void Handoff::ContainerRemoved(const std::string& container_id) {
   std::shared_ptr<const AdoptedContainerView> view = objects_->AdoptedContainer(container_id);
   if (!view) return;
   Post([this, view] {
-    const std::string cgroup = ContainerCgroupOf(view->sandbox_id, view->container_id);
-    if (absl::Status s = cgroups_->RemoveTree(cgroup); !s.ok()) {
+    if (absl::Status s = placement_->RemoveMoved(CgroupParentOf(view->sandbox_id),
+                                                 view->container_id);
+        !s.ok()) {
       spdlog::warn("container {}: removing its cgroup: {}", view->container_id.substr(0, 13),
                    s.message());
     }
@@ -452,15 +458,20 @@ void Handoff::Reap(const std::string& sandbox_id) {
 }
 
 void Handoff::ReapOne(const std::string& sandbox_id, const std::string& container_id) {
-  const std::string cgroup = ContainerCgroupOf(sandbox_id, container_id);
-  if (!cgroup.empty()) (void)cgroups_->Thaw(cgroup);
+  const std::string parent = CgroupParentOf(sandbox_id);
+  if (!parent.empty()) ThawContainer(parent, container_id);
   absl::Status s = runtime_->StopContainer(container_id, 0);
   if (s.ok() || absl::IsNotFound(s)) s = runtime_->RemoveContainer(container_id);
   if (!s.ok() && !absl::IsNotFound(s)) {
     spdlog::warn("sandbox {}: removing unclaimed pre-started container {}: {}",
                  sandbox_id.substr(0, 13), container_id.substr(0, 13), s.message());
   }
-  if (!cgroup.empty()) (void)cgroups_->RemoveTree(cgroup);
+  if (!parent.empty()) {
+    if (absl::Status r = placement_->RemoveMoved(parent, container_id); !r.ok()) {
+      spdlog::warn("sandbox {}: removing the cgroup of unclaimed container {}: {}",
+                   sandbox_id.substr(0, 13), container_id.substr(0, 13), r.message());
+    }
+  }
   objects_->Remove(container_id);
   (void)UpdateRecord(
       sandbox_id,

@@ -200,7 +200,8 @@ v1::LinuxContainerResources SandboxContainerResources() {
   return r;
 }
 
-absl::StatusOr<std::vector<UnitProperty>> ResourceProperties(const v1::LinuxContainerResources& r) {
+absl::StatusOr<std::vector<UnitProperty>> ResourceProperties(const v1::LinuxContainerResources& r,
+                                                             bool cgroup_v1) {
   if (!r.cpuset_cpus().empty() || !r.cpuset_mems().empty()) {
     return absl::UnimplementedError("resources.cpuset_cpus/cpuset_mems: not set through systemd");
   }
@@ -215,7 +216,11 @@ absl::StatusOr<std::vector<UnitProperty>> ResourceProperties(const v1::LinuxCont
   }
   std::vector<UnitProperty> props;
   if (r.cpu_shares() > 0) {
-    props.push_back({"CPUWeight", CpuSharesToWeight(static_cast<uint64_t>(r.cpu_shares()))});
+    if (cgroup_v1) {
+      props.push_back({"CPUShares", static_cast<uint64_t>(r.cpu_shares())});
+    } else {
+      props.push_back({"CPUWeight", CpuSharesToWeight(static_cast<uint64_t>(r.cpu_shares()))});
+    }
   }
   if (r.cpu_quota() > 0 && r.cpu_period() > 0) {
     uint64_t per_sec =
@@ -226,7 +231,14 @@ absl::StatusOr<std::vector<UnitProperty>> ResourceProperties(const v1::LinuxCont
   } else if (r.cpu_quota() > 0) {
     return absl::InvalidArgumentError("resources.cpu_quota without cpu_period");
   }
-  if (r.memory_limit_in_bytes() > 0) {
+  if (r.memory_limit_in_bytes() > 0 && cgroup_v1) {
+    props.push_back({"MemoryLimit", static_cast<uint64_t>(r.memory_limit_in_bytes())});
+    if (r.memory_swap_limit_in_bytes() > 0 &&
+        r.memory_swap_limit_in_bytes() != r.memory_limit_in_bytes()) {
+      return absl::UnimplementedError(
+          "resources.memory_swap_limit_in_bytes: systemd cannot set a v1 swap limit");
+    }
+  } else if (r.memory_limit_in_bytes() > 0) {
     props.push_back({"MemoryMax", static_cast<uint64_t>(r.memory_limit_in_bytes())});
     // CRI's swap limit is memory + swap (v1 memsw); systemd's is swap alone.
     if (r.memory_swap_limit_in_bytes() > 0) {
@@ -436,6 +448,30 @@ absl::StatusOr<bool> SdBusSystemd::HasUnit(const std::string& name) {
   return s;
 }
 
+absl::Status SdBusSystemd::SetUnitProperties(const std::string& name,
+                                             const std::vector<UnitProperty>& properties) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = ConnectLocked(); !s.ok()) return s;
+  const std::string what = "SetUnitProperties " + name;
+  Message call, reply;
+  BusError err;
+  int r = sd_bus_message_new_method_call(bus_->bus, &call.m, kDest, kPath, kManager,
+                                         "SetUnitProperties");
+  if (r >= 0) r = sd_bus_message_append(call.m, "sb", name.c_str(), 1);
+  if (r >= 0) r = sd_bus_message_open_container(call.m, 'a', "(sv)");
+  for (const UnitProperty& p : properties) {
+    if (r >= 0) r = AppendProperty(call.m, p);
+  }
+  if (r >= 0) r = sd_bus_message_close_container(call.m);
+  if (r < 0) return FromBus(what + ": building the call", r, nullptr);
+  r = sd_bus_call(bus_->bus, call.m, 0, &err.e, &reply.m);
+  if (r < 0) {
+    if (!sd_bus_error_is_set(&err.e)) DropLocked();
+    return FromBus(what, r, &err.e);
+  }
+  return absl::OkStatus();
+}
+
 // ---- ContainerCgroups ---------------------------------------------------------
 
 ContainerCgroups::ContainerCgroups(Cgroups* cgroups, SystemdManager* systemd)
@@ -451,20 +487,44 @@ absl::StatusOr<std::string> ContainerCgroups::ContainerCgroup(const std::string&
 
 absl::Status ContainerCgroups::MoveContainer(const std::string& from, const std::string& parent,
                                              const std::string& id, bool is_sandbox,
-                                             const v1::LinuxContainerResources* resources) {
-  if (IsSystemdSlice(parent)) return MoveToScope(from, parent, id, is_sandbox, resources);
+                                             const v1::LinuxContainerResources* resources,
+                                             bool frozen) {
+  if (IsSystemdSlice(parent)) return MoveToScope(from, parent, id, is_sandbox, resources, frozen);
   if (!parent.empty() && parent.front() != '/') {
     return absl::InvalidArgumentError("cgroup_parent \"" + parent +
                                       "\" is neither a cgroupfs path nor a systemd slice");
   }
   const std::string to = parent + "/" + id;
   if (absl::Status s = cgroups_->Create(to); !s.ok()) return s;
+  if (frozen) {
+    if (absl::Status s = cgroups_->Freeze(to); !s.ok()) return s;
+  }
   return cgroups_->MoveProcs(from, to);
+}
+
+absl::Status ContainerCgroups::ApplyResources(const std::string& parent, const std::string& id,
+                                              const v1::LinuxContainerResources& r) {
+  if (!IsSystemdSlice(parent)) {
+    return cgroups_->ApplyLimits(parent + "/" + id, {.cpu_shares = r.cpu_shares(),
+                                                     .cpu_quota = r.cpu_quota(),
+                                                     .cpu_period = r.cpu_period(),
+                                                     .memory_limit_bytes =
+                                                         r.memory_limit_in_bytes()});
+  }
+  if (systemd_ == nullptr) {
+    return absl::FailedPreconditionError("cgroup_parent \"" + parent +
+                                         "\" is a systemd slice but warmpoold has no systemd");
+  }
+  auto props = ResourceProperties(r, cgroup_v1());
+  if (!props.ok()) return props.status();
+  if (props->empty()) return absl::OkStatus();
+  return systemd_->SetUnitProperties(ContainerScopeName(id), *props);
 }
 
 absl::Status ContainerCgroups::MoveToScope(const std::string& from, const std::string& parent,
                                            const std::string& id, bool is_sandbox,
-                                           const v1::LinuxContainerResources* resources) {
+                                           const v1::LinuxContainerResources* resources,
+                                           bool frozen) {
   if (systemd_ == nullptr) {
     return absl::FailedPreconditionError("cgroup_parent \"" + parent +
                                          "\" is a systemd slice but warmpoold has no systemd");
@@ -473,7 +533,7 @@ absl::Status ContainerCgroups::MoveToScope(const std::string& from, const std::s
   if (!target.ok()) return target.status();
   std::vector<UnitProperty> props;
   if (resources != nullptr) {
-    auto mapped = ResourceProperties(*resources);
+    auto mapped = ResourceProperties(*resources, cgroup_v1());
     if (!mapped.ok()) return mapped.status();
     props = std::move(*mapped);
   }
@@ -481,6 +541,12 @@ absl::Status ContainerCgroups::MoveToScope(const std::string& from, const std::s
   if (!pids.ok()) return pids.status();
   if (pids->empty()) return absl::FailedPreconditionError("no process in " + from);
   std::vector<uint32_t> pid_list(pids->begin(), pids->end());
+  // Frozen processes stay in the entry's (frozen) freezer cgroup through
+  // systemd's moves, which leave that hierarchy alone; they join a freezer
+  // cgroup frozen before they arrive.
+  if (frozen) {
+    if (absl::Status s = cgroups_->CreateFrozen(*target); !s.ok()) return s;
+  }
 
   const std::string slice = SliceUnitName(parent);
   const std::string scope = ContainerScopeName(id);

@@ -93,14 +93,20 @@ struct UnitProperty {
   bool operator==(const UnitProperty& o) const { return name == o.name && value == o.value; }
 };
 
-// The properties that give a scope `resources`, converted as runc's systemd
-// driver converts them (cpu shares -> CPUWeight by runc's formula; quota per
-// second rounded up to 10 ms). Zero / unset fields give no property. Fields
-// systemd cannot set here (cpuset_cpus/mems, hugepage_limits, unified) are
-// kUnimplemented naming the field. oom_score_adj is not a cgroup resource
-// (ignored).
+// The properties that give a scope `resources`, named and converted as
+// runc's systemd driver does for the host's cgroup version:
+//   v2: cpu shares -> CPUWeight by runc's formula, MemoryMax, MemorySwapMax;
+//   v1 (`cgroup_v1`): CPUShares and MemoryLimit as they are (systemd's own
+//       weight conversion would give cpu.shares another value than the cold
+//       path); a swap limit other than "none beyond memory" (swap limit =
+//       memory limit, what kubelet sends) is kUnimplemented, since systemd
+//       has no v1 memsw property;
+// both: quota per second rounded up to 10 ms. Zero / unset fields give no
+// property. Fields systemd cannot set here (cpuset_cpus/mems,
+// hugepage_limits, unified) are kUnimplemented naming the field.
+// oom_score_adj is not a cgroup resource (ignored).
 absl::StatusOr<std::vector<UnitProperty>> ResourceProperties(
-    const v1::LinuxContainerResources& resources);
+    const v1::LinuxContainerResources& resources, bool cgroup_v1 = false);
 // runc's conversion of v1 cpu shares to a v2 / systemd CPUWeight (0 -> 0).
 uint64_t CpuSharesToWeight(uint64_t shares);
 // What containerd gives a pod's sandbox (pause) container: cpu shares 2.
@@ -121,6 +127,10 @@ class SystemdManager {
   virtual absl::Status StopUnit(const std::string& name) = 0;
   // Whether systemd has the unit loaded now.
   virtual absl::StatusOr<bool> HasUnit(const std::string& name) = 0;
+  // SetUnitProperties(name, runtime = true, properties): systemd writes
+  // them to the unit's cgroup at once (no job).
+  virtual absl::Status SetUnitProperties(const std::string& name,
+                                         const std::vector<UnitProperty>& properties) = 0;
 };
 
 // SystemdManager over sd-bus. Connects on first use (and again after an
@@ -135,6 +145,8 @@ class SdBusSystemd final : public SystemdManager {
                                   const std::vector<UnitProperty>& properties) override;
   absl::Status StopUnit(const std::string& name) override;
   absl::StatusOr<bool> HasUnit(const std::string& name) override;
+  absl::Status SetUnitProperties(const std::string& name,
+                                 const std::vector<UnitProperty>& properties) override;
 
  private:
   struct Bus;
@@ -164,12 +176,21 @@ class ContainerCgroups {
                                               const std::string& id) const;
   // Moves every process of the cgroup `from` (a container's cgroup in a pool
   // entry) to container `id`'s cgroup under `parent` and applies `resources`
-  // (null: none; with cgroupfs they are not applied here, as before). On
-  // error what was moved stays where it got to: call RemoveMoved after
-  // destroying the processes.
+  // (null: none; with cgroupfs they are not applied here, as before).
+  // `frozen`: the processes are frozen and must stay so; they go into a
+  // freezer cgroup frozen before they arrive (with systemd: the v1 freezer
+  // at the scope's path, which systemd does not manage; kUnimplemented on a
+  // v2 freezer). On error what was moved stays where it got to: call
+  // RemoveMoved after destroying the processes.
   absl::Status MoveContainer(const std::string& from, const std::string& parent,
                              const std::string& id, bool is_sandbox,
-                             const v1::LinuxContainerResources* resources);
+                             const v1::LinuxContainerResources* resources, bool frozen = false);
+  // Gives container `id` under `parent` kubelet's `resources`: cgroupfs
+  // files (Cgroups::ApplyLimits), or its scope's unit properties through
+  // systemd (ResourceProperties; what systemd cannot express is an error).
+  // oom_score_adj is not a cgroup resource (ignored).
+  absl::Status ApplyResources(const std::string& parent, const std::string& id,
+                              const v1::LinuxContainerResources& resources);
   // Removes what MoveContainer made for `id` under `parent` (units through
   // systemd, then the cgroups left in hierarchies systemd does not manage).
   // Idempotent; processes still inside are kFailedPrecondition.
@@ -182,11 +203,17 @@ class ContainerCgroups {
   // hierarchy root), from PID 1's cgroup as runc computes it.
   const std::string& systemd_root() const { return systemd_root_; }
   void set_systemd_root(std::string root) { systemd_root_ = std::move(root); }
+  // Whether systemd sets resources in v1 hierarchies here (a v1 cpu or
+  // memory hierarchy is mounted): which unit properties ResourceProperties
+  // names.
+  bool cgroup_v1() const {
+    return cgroups_->layout().v1.count("memory") > 0 || cgroups_->layout().v1.count("cpu") > 0;
+  }
 
  private:
   absl::Status MoveToScope(const std::string& from, const std::string& parent,
                            const std::string& id, bool is_sandbox,
-                           const v1::LinuxContainerResources* resources);
+                           const v1::LinuxContainerResources* resources, bool frozen);
   // Joins `pids` to `path` in every hierarchy where they are not there yet.
   absl::Status JoinOtherHierarchies(const std::vector<pid_t>& pids, const std::string& path);
 

@@ -23,6 +23,7 @@
 #include "daemon/systemd_cgroups.h"
 #include "test/integration/kubelet_driver.h"
 #include "test/integration/pool_fixture.h"
+#include "test/integration/pool_support.h"
 #include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
 #include "warmpool_admin.grpc.pb.h"
@@ -159,10 +160,11 @@ TEST_F(HandoffSystemdTest, SandboxMovesIntoAScopeInThePodSliceAndRemoveLeavesNoU
   std::cout << "warmpoold: " << log.substr(hit, log.find('\n', hit) - hit) << "\n";
 
   // systemd's view: the sandbox's scope is active in the pod's slice, with
-  // containerd's sandbox resources (cpu shares 2 = CPUWeight 1), delegated.
+  // containerd's sandbox resources (cpu shares 2, as runc's v1 driver sets
+  // them), delegated.
   EXPECT_EQ(Show(scope, "ActiveState"), "active");
   EXPECT_EQ(Show(scope, "Slice"), pod_slice);
-  EXPECT_EQ(Show(scope, "CPUWeight"), "1");
+  EXPECT_EQ(Show(scope, "CPUShares"), "2");
   EXPECT_EQ(Show(scope, "Delegate"), "yes");
   const std::string cgroup = Show(scope, "ControlGroup");
   EXPECT_EQ(cgroup, ExpandSlice(pod_slice).value() + "/" + scope);
@@ -240,6 +242,108 @@ TEST_F(HandoffSystemdTest, UnsupportedParentOrFailedMoveFallsBackColdAndCleansUp
   EXPECT_TRUE(
       WaitFor([&] { return Show(ContainerScopeName(sandbox), "LoadState") == "not-found"; }, 30s));
   EXPECT_EQ(ListUnits(MoveScopeName(sandbox)), "");
+}
+
+// An app pool under the systemd driver: the pre-started container goes,
+// still frozen, into its own scope in the pod's slice; CreateContainer gives
+// the scope kubelet's resources as unit properties; StartContainer thaws it
+// and the app answers at once; UpdateContainerResources and stats follow
+// the scope; teardown leaves no unit.
+TEST_F(HandoffSystemdTest, AppContainerIsAdoptedIntoItsOwnScopeFrozenUntilStarted) {
+  TestPool pool;
+  pool.name = "sd-app";
+  TestPool::Container app;
+  app.image = env_.app_image;
+  app.env = {{"INIT_SECONDS", "3"}};
+  pool.containers.push_back(app);
+  PoolBedTest::StartDaemon(PoolsToml({pool}));
+  ASSERT_TRUE(WaitFor([&] { return Frozen().size() == 1; }, 90s)) << daemon_->LogTail();
+  const std::string sandbox = Frozen().front().sandbox_id();
+
+  PodSpec spec;
+  spec.name = "sdapp-" + token_;
+  spec.uid = "ua-" + token_;
+  spec.annotations["warmpool.io/pool"] = "sd-app";
+  spec.containers[0].env = {{"INIT_SECONDS", "3"}};
+  spec.containers[0].cpu_shares = 256;
+  spec.containers[0].memory_limit_bytes = int64_t{200} << 20;
+  PodRun run;
+  run.spec = spec;
+  run.sandbox_config = driver_->MakeSandboxConfig(spec);
+  const std::string pod_slice = MakePodSlice(spec.uid);
+  run.sandbox_config.mutable_linux()->set_cgroup_parent(pod_slice);
+  ASSERT_RPC_OK(driver_->RunPodSandbox(run.sandbox_config, "", &run.run_sandbox));
+  ASSERT_EQ(run.run_sandbox.pod_sandbox_id(), sandbox) << "no hit\n" << daemon_->LogTail();
+  run.sandbox_id = sandbox;
+  ASSERT_RPC_OK(driver_->PodSandboxStatus(sandbox, false, &run.sandbox_status));
+  run.pod_ip = run.sandbox_status.status().network().ip();
+  std::string image_id;
+  ASSERT_RPC_OK(driver_->EnsureImage(env_.app_image, run.sandbox_config, &run, &image_id));
+  cri::ContainerConfig config = driver_->MakeContainerConfig(run, 0, image_id);
+  cri::CreateContainerResponse created;
+  ASSERT_RPC_OK(driver_->CreateContainer(sandbox, config, run.sandbox_config, &created));
+  const std::string cid = created.container_id();
+  const std::string log = daemon_->LogTail(size_t{1} << 24);
+  const size_t hit = log.find("hit: pod default/" + spec.name + " container app pool sd-app");
+  ASSERT_NE(hit, std::string::npos) << "the pre-started container was not adopted\n" << log;
+  std::cout << "warmpoold: " << log.substr(hit, log.find('\n', hit) - hit) << "\n";
+
+  // Its own scope in the pod's slice, with kubelet's resources as systemd
+  // properties (runc's v1 names), delegated; its processes frozen there.
+  const std::string scope = ContainerScopeName(cid);
+  EXPECT_EQ(Show(scope, "ActiveState"), "active");
+  EXPECT_EQ(Show(scope, "Slice"), pod_slice);
+  EXPECT_EQ(Show(scope, "Delegate"), "yes");
+  EXPECT_EQ(Show(scope, "CPUShares"), "256");
+  EXPECT_EQ(Show(scope, "MemoryLimit"), std::to_string(uint64_t{200} << 20));
+  const std::string cgroup = Show(scope, "ControlGroup");
+  ASSERT_EQ(cgroup, ExpandSlice(pod_slice).value() + "/" + scope);
+  const std::string procs = Procs("systemd", cgroup);
+  ASSERT_FALSE(procs.empty()) << "nothing in " << cgroup;
+  for (const char* h : {"memory", "cpu", "pids", "freezer"}) EXPECT_EQ(Procs(h, cgroup), procs) << h;
+  EXPECT_EQ(ReadCgroupNumber("cpu", cgroup, "cpu.shares"), std::optional<uint64_t>(256));
+  EXPECT_EQ(ReadAll("/sys/fs/cgroup/freezer" + cgroup + "/freezer.state"), "FROZEN\n")
+      << "kubelet has not started it yet";
+  EXPECT_EQ(ListUnits(MoveScopeName(cid)), "") << "the temporary scope stayed";
+
+  // StartContainer thaws it; the app's init was done in the pool.
+  cri::StartContainerResponse started;
+  ASSERT_RPC_OK(driver_->StartContainer(cid, &started));
+  EXPECT_EQ(ReadAll("/sys/fs/cgroup/freezer" + cgroup + "/freezer.state"), "THAWED\n");
+  auto hello = HttpGet(run.pod_ip, 8080, "/", std::chrono::steady_clock::now() + 2s);
+  ASSERT_TRUE(hello.has_value()) << "the adopted app did not answer before its init time";
+  EXPECT_EQ(hello->body, "hostname=" + spec.name + "\n");
+
+  // Stats from the scope; UpdateContainerResources through systemd.
+  cri::ContainerStatsResponse stats;
+  ASSERT_RPC_OK(driver_->ContainerStats(cid, &stats));
+  EXPECT_GT(stats.stats().memory().working_set_bytes().value(), 0u);
+  EXPECT_GT(stats.stats().cpu().usage_core_nano_seconds().value(), 0u);
+  {
+    grpc::ClientContext ctx;
+    cri::UpdateContainerResourcesRequest req;
+    req.set_container_id(cid);
+    req.mutable_linux()->set_cpu_shares(512);
+    req.mutable_linux()->set_memory_limit_in_bytes(int64_t{300} << 20);
+    cri::UpdateContainerResourcesResponse resp;
+    ASSERT_RPC_OK(driver_->runtime().UpdateContainerResources(&ctx, req, &resp));
+  }
+  EXPECT_EQ(Show(scope, "CPUShares"), "512");
+  EXPECT_EQ(Show(scope, "MemoryLimit"), std::to_string(uint64_t{300} << 20));
+  EXPECT_EQ(ReadCgroupNumber("memory", cgroup, "memory.limit_in_bytes"),
+            std::optional<uint64_t>(uint64_t{300} << 20));
+
+  // kubelet's teardown: no unit, no cgroup.
+  cri::StopContainerResponse stopped;
+  ASSERT_RPC_OK(driver_->StopContainer(cid, 5, &stopped));
+  cri::RemoveContainerResponse removed;
+  ASSERT_RPC_OK(driver_->RemoveContainer(cid, &removed));
+  ASSERT_RPC_OK(driver_->StopAndRemovePod(run));
+  EXPECT_TRUE(WaitFor([&] { return Show(scope, "LoadState") == "not-found"; }, 10s))
+      << Show(scope, "ActiveState");
+  for (const char* h : {"systemd", "memory", "cpu", "freezer"}) {
+    EXPECT_FALSE(std::filesystem::exists("/sys/fs/cgroup/" + std::string(h) + cgroup)) << h;
+  }
 }
 
 }  // namespace

@@ -116,6 +116,21 @@ TEST(SystemdProperties, UnsetFieldsGiveNothingAndUnsupportedOnesFail) {
   EXPECT_FALSE(ResourceProperties(swap).ok());
 }
 
+TEST(SystemdProperties, V1HostsGetRuncsV1Names) {
+  v1::LinuxContainerResources r;
+  r.set_cpu_shares(512);
+  r.set_memory_limit_in_bytes(int64_t{256} << 20);
+  r.set_memory_swap_limit_in_bytes(int64_t{256} << 20);  // kubelet: no swap beyond memory
+  auto props = ResourceProperties(r, /*cgroup_v1=*/true);
+  ASSERT_TRUE(props.ok()) << props.status();
+  EXPECT_THAT(*props, ElementsAre(UnitProperty{"CPUShares", uint64_t{512}},
+                                  UnitProperty{"MemoryLimit", uint64_t{256} << 20}));
+  r.set_memory_swap_limit_in_bytes(int64_t{512} << 20);
+  EXPECT_EQ(ResourceProperties(r, true).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(*ResourceProperties(SandboxContainerResources(), true),
+              ElementsAre(UnitProperty{"CPUShares", uint64_t{2}}));
+}
+
 TEST(SystemdProperties, SandboxGetsContainerdsShares) {
   auto props = ResourceProperties(SandboxContainerResources());
   ASSERT_TRUE(props.ok());
@@ -138,6 +153,14 @@ class RecordingSystemd final : public SystemdManager {
     return absl::OkStatus();
   }
   absl::StatusOr<bool> HasUnit(const std::string& name) override { return units.count(name) > 0; }
+  absl::Status SetUnitProperties(const std::string& name,
+                                 const std::vector<UnitProperty>& props) override {
+    calls.push_back("set " + name);
+    if (!units.count(name)) return absl::NotFoundError(name);
+    auto& have = units[name];
+    have.insert(have.end(), props.begin(), props.end());
+    return absl::OkStatus();
+  }
   std::vector<std::string> calls;
   std::map<std::string, std::vector<UnitProperty>> units;
 };
@@ -208,6 +231,61 @@ TEST_F(ContainerCgroupsTest, MoveStepsThroughATemporaryScopeWhenTheNameIsTaken) 
   EXPECT_THAT(systemd.calls,
               ElementsAre("stop warmpool-move-c1.scope", "stop cri-containerd-c1.scope"));
   EXPECT_TRUE(systemd.units.empty());
+}
+
+TEST_F(ContainerCgroupsTest, FrozenMoveFreezesTheScopesFreezerCgroupFirst) {
+  Cgroups cgroups(layout_);
+  RecordingSystemd systemd;
+  ContainerCgroups placement(&cgroups, &systemd);
+  placement.set_systemd_root("");
+  systemd.units["cri-containerd-c1.scope"] = {};
+  MakeCgroup("/warmpool.slice/e.slice/cri-containerd-c1.scope", "999999999\n");
+  // (A fake tree's mkdir makes no control files: the target's is made here.)
+  const fs::path target = root_ / "freezer/kubepods.slice/kubepods-pod1.slice/cri-containerd-c1.scope";
+  fs::create_directories(target);
+  std::ofstream(target / "freezer.state") << "THAWED\n";
+  absl::Status moved =
+      placement.MoveContainer("/warmpool.slice/e.slice/cri-containerd-c1.scope",
+                              "kubepods-pod1.slice", "c1", false, nullptr, /*frozen=*/true);
+  ASSERT_TRUE(moved.ok()) << moved;
+  // The freezer cgroup at the scope's path, frozen (systemd never makes it).
+  std::ifstream state(target / "freezer.state");
+  std::string word;
+  state >> word;
+  EXPECT_EQ(word, "FROZEN");
+
+  // Resources of a scope are unit properties, set through systemd.
+  systemd.calls.clear();
+  v1::LinuxContainerResources r;
+  r.set_memory_limit_in_bytes(64 << 20);
+  r.set_cpu_shares(512);
+  ASSERT_TRUE(placement.ApplyResources("kubepods-pod1.slice", "c1", r).ok());
+  EXPECT_THAT(systemd.calls, ElementsAre("set cri-containerd-c1.scope"));
+  EXPECT_THAT(systemd.units.at("cri-containerd-c1.scope"),
+              ::testing::Contains(UnitProperty{"MemoryMax", uint64_t{64 << 20}}));
+  // What systemd cannot express is refused, not dropped.
+  r.set_cpuset_cpus("0");
+  EXPECT_EQ(placement.ApplyResources("kubepods-pod1.slice", "c1", r).code(),
+            absl::StatusCode::kUnimplemented);
+}
+
+TEST_F(ContainerCgroupsTest, FrozenMoveNeedsAV1Freezer) {
+  CgroupLayout v2;
+  v2.unified = (root_ / "unified").string();
+  fs::create_directories(root_ / "unified/warmpool.slice/e.slice/cri-containerd-c1.scope");
+  std::ofstream(root_ / "unified/warmpool.slice/e.slice/cri-containerd-c1.scope/cgroup.procs")
+      << "999999999\n";
+  Cgroups cgroups(v2);
+  cgroups.set_freezer_version(CgroupVersion::kV2);
+  RecordingSystemd systemd;
+  ContainerCgroups placement(&cgroups, &systemd);
+  placement.set_systemd_root("");
+  EXPECT_EQ(placement
+                .MoveContainer("/warmpool.slice/e.slice/cri-containerd-c1.scope",
+                               "kubepods-pod1.slice", "c1", false, nullptr, /*frozen=*/true)
+                .code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(systemd.calls.empty()) << "nothing may move before the freezer is ready";
 }
 
 TEST_F(ContainerCgroupsTest, UnsupportedResourcesFailBeforeAnyMove) {
