@@ -385,7 +385,18 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
     // After the answer: containerd's bolt commit (tens of ms under load) is
     // not what kubelet should wait for. Recover redoes it after a crash.
     SetContainerdLabelsLater(*sandbox_id, req.config().labels());
+    RemoveEntryCgroups(claimed.cgroup_path);
   });
+}
+
+void Handoff::RemoveEntryCgroups(const std::string& entry_cgroup) {
+  // Empty since the move; 5-10 ms of rmdir across the hierarchies (and a
+  // slice stop with systemd) that kubelet need not wait for. Recover redoes
+  // it for adopted pods after a crash.
+  (void)cgroups_->Thaw(entry_cgroup);
+  if (absl::Status s = placement_->RemoveTree(entry_cgroup); !s.ok()) {
+    spdlog::warn("removing the emptied entry cgroup {}: {}", entry_cgroup, s.message());
+  }
 }
 
 absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
@@ -469,10 +480,8 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
     if (!listed.ok()) return fail(listed.status());
     prestarted = std::move(*listed);
   }
-  (void)cgroups_->Thaw(claimed.cgroup_path);
-  if (absl::Status s = placement_->RemoveTree(claimed.cgroup_path); !s.ok()) return fail(s);
-  steps->Lap("entry-cgroups");
-  // (No durable "moved" step: each Put costs two fsyncs, ~8 ms here, and the
+  // (The entry's emptied cgroups go after the answer: RemoveEntryCgroups.
+  // No durable "moved" step: each Put costs two fsyncs, ~8 ms here, and the
   // "claimed" record already tells recovery which cgroups to undo.)
 
   // The pod's own network, under its own identity.
@@ -644,8 +653,10 @@ absl::Status Handoff::Recover() {
       if (!exists.ok()) return exists;  // upstream trouble: try again at the next start
       objects_->AddAdopted(ViewOf(r));
       for (const auto& c : r.containers) objects_->AddAdoptedContainer(ContainerViewOf(r, c));
-      // A crash may have come between an answer and its label update.
+      // A crash may have come between an answer and its label update, or
+      // the removal of the entry's emptied cgroups.
       RelabelRecovered(r);
+      RemoveEntryCgroups(pools_->EntryCgroupPath(r.pool, r.entry_id));  // idempotent
       if (!r.unclaimed_containers.empty()) {
         // Nobody can claim them any more (their names are not kept): remove.
         for (const auto& id : r.unclaimed_containers) objects_->AddContainer(id);

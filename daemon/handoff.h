@@ -9,7 +9,7 @@
 //   2. move every process of the entry into kubelet's cgroup_parent, one
 //      cgroup per container as containerd's cgroupfs driver lays them out
 //      (<cgroup_parent>/<container id>), charges moved with them on v1, and
-//      thaw; remove the entry's old cgroups (phase "moved");
+//      thaw (the entry's emptied cgroups are removed after the answer);
 //   3. set kubelet's hostname in the sandbox's UTS namespace and rewrite the
 //      hostname and resolv.conf files containerd keeps for the sandbox (the
 //      ones it bind-mounts into the pod's containers) from kubelet's config;
@@ -210,6 +210,9 @@ class Handoff final : public cri::RewritePolicy {
                                 const google::protobuf::Map<std::string, std::string>& labels);
   // The same for a recovered record's sandbox and adopted containers.
   void RelabelRecovered(const AdoptionRecord& r);
+  // Removes a claimed entry's cgroups, emptied by the move (after the
+  // answer; failures are logged only).
+  void RemoveEntryCgroups(const std::string& entry_cgroup);
   void RollBack(const PoolManager::Claimed& claimed, const std::string& cgroup_parent,
                 const std::vector<std::string>& moved);
   void Forget(const std::string& sandbox_id);

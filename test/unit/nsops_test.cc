@@ -586,6 +586,18 @@ TEST_F(NsOpsTest, RunInNamespacesReportsOutputErrorsAndCrashes) {
 
   s = RunInNamespaces(holder_, CLONE_NEWUSER, [](NsChildOutput&) -> NsChildResult { return {}; });
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+
+  // A helper that hangs is ended by its timer, and the caller gets on.
+  s = RunInNamespaces(
+      holder_, CLONE_NEWUTS,
+      [](NsChildOutput&) -> NsChildResult {
+        struct timespec t {30, 0};
+        ::nanosleep(&t, nullptr);
+        return {};
+      },
+      nullptr, 0, std::chrono::milliseconds(300));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("did not finish within 300 ms"));
 }
 
 // ---------------------------------------------------------------- threads
