@@ -148,7 +148,9 @@ class Cgroups {
   // `to` (which must exist: Create it first), in every hierarchy where
   // `from` exists. On v1 memory the destination gets
   // memory.move_charge_at_immigrate = 3 first, so the charge moves with the
-  // tasks (v2 never moves charges: init-time memory stays with `from`).
+  // tasks where the kernel still has that knob (newer kernels removed it:
+  // EINVAL, ignored; v2 never moves charges: init-time memory stays with
+  // `from`).
   // Frozen tasks moved into a thawed v1 freezer cgroup thaw.
   absl::Status MoveProcs(const std::string& from, const std::string& to);
   // mkdir -p of `path` in every hierarchy. In a v1 cpuset hierarchy each new
