@@ -333,6 +333,33 @@ TEST_F(HandoffSystemdTest, AppContainerIsAdoptedIntoItsOwnScopeFrozenUntilStarte
   EXPECT_EQ(ReadCgroupNumber("memory", cgroup, "memory.limit_in_bytes"),
             std::optional<uint64_t>(uint64_t{300} << 20));
 
+  // kill -9 and restart: the adopted container is still kubelet's, in its
+  // scope, and its stats and updates still follow the scope.
+  daemon_->Kill();
+  ASSERT_EQ(daemon_->Start(), "");
+  cri::ContainerStatusResponse st;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return driver_->ContainerStatus(cid, false, &st).ok() &&
+               st.status().metadata().name() == "app";
+      },
+      30s))
+      << daemon_->LogTail();
+  EXPECT_EQ(st.status().state(), cri::CONTAINER_RUNNING);
+  EXPECT_EQ(Show(scope, "ActiveState"), "active");
+  EXPECT_EQ(Procs("systemd", cgroup), procs);
+  ASSERT_RPC_OK(driver_->ContainerStats(cid, &stats));
+  EXPECT_GT(stats.stats().memory().working_set_bytes().value(), 0u);
+  {
+    grpc::ClientContext ctx;
+    cri::UpdateContainerResourcesRequest req;
+    req.set_container_id(cid);
+    req.mutable_linux()->set_cpu_shares(300);
+    cri::UpdateContainerResourcesResponse resp;
+    ASSERT_RPC_OK(driver_->runtime().UpdateContainerResources(&ctx, req, &resp));
+  }
+  EXPECT_EQ(Show(scope, "CPUShares"), "300");
+
   // kubelet's teardown: no unit, no cgroup.
   cri::StopContainerResponse stopped;
   ASSERT_RPC_OK(driver_->StopContainer(cid, 5, &stopped));
