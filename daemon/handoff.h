@@ -8,7 +8,8 @@
 //      refills) and record the claim durably (phase "claimed");
 //   2. move every process of the entry into kubelet's cgroup_parent, one
 //      cgroup per container as containerd's cgroupfs driver lays them out
-//      (<cgroup_parent>/<container id>), charges moved with them on v1, and
+//      (<cgroup_parent>/<container id>; v1 memory charges move with them
+//      where the kernel still has memory.move_charge_at_immigrate), and
 //      thaw (the entry's emptied cgroups are removed after the answer);
 //   3. set kubelet's hostname in the sandbox's UTS namespace and rewrite the
 //      hostname and resolv.conf files containerd keeps for the sandbox (the
@@ -180,8 +181,9 @@ class Handoff final : public cri::RewritePolicy {
                             const std::function<void(AdoptionRecord&)>& change,
                             StateStore::Durability durability);
   std::string CgroupParentOf(const std::string& sandbox_id);
-  // "<cgroup parent>/<container id>" of an adopted sandbox's container; ""
-  // when the sandbox is not known.
+  // Where an adopted sandbox's container is (ContainerCgroups::
+  // ContainerCgroup under the sandbox's cgroup parent); "" when the sandbox
+  // is not known.
   std::string ContainerCgroupOf(const std::string& sandbox_id, const std::string& container_id);
   // Thaws container `container_id`'s cgroup under `parent` (either driver);
   // errors are ignored (it may be gone).

@@ -318,7 +318,7 @@ void Handoff::DecideStopContainer(const grpc::ByteBuffer& request,
   if (!view || view->started_at_ns != 0) return done(std::nullopt);
   // Never started by kubelet: still frozen, and a frozen task cannot die.
   Post([this, view, done = std::move(done)] {
-    (void)cgroups_->Thaw(ContainerCgroupOf(view->sandbox_id, view->container_id));
+    ThawContainer(CgroupParentOf(view->sandbox_id), view->container_id);
     done(std::nullopt);
   });
 }
@@ -331,14 +331,14 @@ void Handoff::DecideUpdateResources(const grpc::ByteBuffer& request,
   if (!view) return done(std::nullopt);
   // containerd would update the pool's old cgroup: apply where the processes are.
   Post([this, view, req, done = std::move(done)] {
-    const std::string cgroup = ContainerCgroupOf(view->sandbox_id, view->container_id);
-    if (absl::Status s = placement_->ApplyResources(CgroupParentOf(view->sandbox_id),
-                                                    view->container_id, req->linux());
+    const std::string parent = CgroupParentOf(view->sandbox_id);
+    if (absl::Status s = placement_->ApplyResources(parent, view->container_id, req->linux());
         !s.ok()) {
       return done(LocalAnswer{ToGrpc(s), {}});
     }
-    if (req->linux().oom_score_adj() != 0) {
-      if (auto pids = cgroups_->Pids(cgroup); pids.ok()) {
+    auto cgroup = placement_->ContainerCgroup(parent, view->container_id);
+    if (req->linux().oom_score_adj() != 0 && cgroup.ok()) {
+      if (auto pids = cgroups_->Pids(*cgroup); pids.ok()) {
         SetOomScoreAdj(*pids, req->linux().oom_score_adj());
       }
     }

@@ -18,6 +18,13 @@ std::unique_ptr<grpc::ClientContext> Context(std::chrono::seconds timeout = kCal
 
 }  // namespace
 
+// A call to containerd's own API, in the CRI plugin's namespace.
+std::unique_ptr<grpc::ClientContext> ContainerdContext() {
+  auto ctx = Context();
+  ctx->AddMetadata("containerd-namespace", kContainerdCriNamespace);
+  return ctx;
+}
+
 absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
@@ -151,10 +158,8 @@ absl::Status GrpcRuntimeClient::SetContainerdLabels(
   cd::GetContainerRequest get;
   get.set_id(id);
   cd::GetContainerResponse current;
-  auto get_ctx = Context();
-  get_ctx->AddMetadata("containerd-namespace", kContainerdCriNamespace);
-  if (absl::Status s =
-          FromGrpc(containers_->Get(get_ctx.get(), get, &current), "containerd Containers.Get");
+  if (absl::Status s = FromGrpc(containers_->Get(ContainerdContext().get(), get, &current),
+                                "containerd Containers.Get");
       !s.ok()) {
     return s;
   }
@@ -169,9 +174,8 @@ absl::Status GrpcRuntimeClient::SetContainerdLabels(
   }
   if (req.update_mask().paths().empty()) return absl::OkStatus();
   cd::UpdateContainerResponse resp;
-  auto ctx = Context();
-  ctx->AddMetadata("containerd-namespace", kContainerdCriNamespace);
-  return FromGrpc(containers_->Update(ctx.get(), req, &resp), "containerd Containers.Update");
+  return FromGrpc(containers_->Update(ContainerdContext().get(), req, &resp),
+                  "containerd Containers.Update");
 }
 
 }  // namespace warmpool

@@ -315,6 +315,17 @@ int AppendProperty(sd_bus_message* m, const UnitProperty& p) {
   return sd_bus_message_close_container(m);
 }
 
+// The a(sv) array of unit properties StartTransientUnit and
+// SetUnitProperties take.
+int AppendProperties(sd_bus_message* m, const std::vector<UnitProperty>& properties) {
+  int r = sd_bus_message_open_container(m, 'a', "(sv)");
+  for (const UnitProperty& p : properties) {
+    if (r >= 0) r = AppendProperty(m, p);
+  }
+  if (r >= 0) r = sd_bus_message_close_container(m);
+  return r;
+}
+
 }  // namespace
 
 SdBusSystemd::SdBusSystemd() = default;
@@ -394,11 +405,7 @@ absl::Status SdBusSystemd::StartTransientUnit(const std::string& name,
   int r = sd_bus_message_new_method_call(bus_->bus, &call.m, kDest, kPath, kManager,
                                          "StartTransientUnit");
   if (r >= 0) r = sd_bus_message_append(call.m, "ss", name.c_str(), "fail");
-  if (r >= 0) r = sd_bus_message_open_container(call.m, 'a', "(sv)");
-  for (const UnitProperty& p : properties) {
-    if (r >= 0) r = AppendProperty(call.m, p);
-  }
-  if (r >= 0) r = sd_bus_message_close_container(call.m);
+  if (r >= 0) r = AppendProperties(call.m, properties);
   if (r >= 0) r = sd_bus_message_append(call.m, "a(sa(sv))", 0);
   if (r < 0) return FromBus(what + ": building the call", r, nullptr);
   r = sd_bus_call(bus_->bus, call.m, 0, &err.e, &reply.m);
@@ -458,11 +465,7 @@ absl::Status SdBusSystemd::SetUnitProperties(const std::string& name,
   int r = sd_bus_message_new_method_call(bus_->bus, &call.m, kDest, kPath, kManager,
                                          "SetUnitProperties");
   if (r >= 0) r = sd_bus_message_append(call.m, "sb", name.c_str(), 1);
-  if (r >= 0) r = sd_bus_message_open_container(call.m, 'a', "(sv)");
-  for (const UnitProperty& p : properties) {
-    if (r >= 0) r = AppendProperty(call.m, p);
-  }
-  if (r >= 0) r = sd_bus_message_close_container(call.m);
+  if (r >= 0) r = AppendProperties(call.m, properties);
   if (r < 0) return FromBus(what + ": building the call", r, nullptr);
   r = sd_bus_call(bus_->bus, call.m, 0, &err.e, &reply.m);
   if (r < 0) {
@@ -505,11 +508,12 @@ absl::Status ContainerCgroups::MoveContainer(const std::string& from, const std:
 absl::Status ContainerCgroups::ApplyResources(const std::string& parent, const std::string& id,
                                               const v1::LinuxContainerResources& r) {
   if (!IsSystemdSlice(parent)) {
-    return cgroups_->ApplyLimits(parent + "/" + id, {.cpu_shares = r.cpu_shares(),
-                                                     .cpu_quota = r.cpu_quota(),
-                                                     .cpu_period = r.cpu_period(),
-                                                     .memory_limit_bytes =
-                                                         r.memory_limit_in_bytes()});
+    auto path = ContainerCgroup(parent, id);
+    if (!path.ok()) return path.status();
+    return cgroups_->ApplyLimits(*path, {.cpu_shares = r.cpu_shares(),
+                                         .cpu_quota = r.cpu_quota(),
+                                         .cpu_period = r.cpu_period(),
+                                         .memory_limit_bytes = r.memory_limit_in_bytes()});
   }
   if (systemd_ == nullptr) {
     return absl::FailedPreconditionError("cgroup_parent \"" + parent +

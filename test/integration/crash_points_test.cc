@@ -28,6 +28,7 @@
 
 #include "test/integration/cri_compare.h"
 #include "test/integration/kubelet_driver.h"
+#include "test/integration/pool_fixture.h"
 #include "test/integration/pool_support.h"
 #include "test/integration/test_bed.h"
 #include "test/integration/warmpoold_process.h"
@@ -147,13 +148,8 @@ class CrashPointTest : public ::testing::TestWithParam<CrashPoint> {
     ASSERT_EQ(daemon_->Start(), "");
     admin_ = std::make_unique<AdminClient>(daemon_->admin_path().string());
     if (!driver_) {
-      KubeletDriver::Options d;
-      d.endpoint = daemon_->socket_path();
-      d.work_dir = dir_ / "pods";
-      d.cgroup_parent = env_.cgroup_parent;
-      d.app_image = env_.app_image;
-      d.cleanup_endpoint = env_.containerd_sock;
-      driver_ = std::make_unique<KubeletDriver>(d);
+      driver_ = std::make_unique<KubeletDriver>(
+          BedDriverOptions(env_, daemon_->socket_path(), dir_ / "pods"));
     }
   }
 

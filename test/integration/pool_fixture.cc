@@ -20,14 +20,19 @@ void PoolBedTest::SetUp() {
   pool_parent_ = env_.cgroup_parent + "/pools-" + token_;
 }
 
-KubeletDriver::Options PoolBedTest::DriverOptions() const {
+KubeletDriver::Options BedDriverOptions(const TestBedEnv& env, const std::filesystem::path& socket,
+                                        const std::filesystem::path& work_dir) {
   KubeletDriver::Options d;
-  d.endpoint = daemon_->socket_path();
-  d.work_dir = dir_ / "pods";
-  d.cgroup_parent = env_.cgroup_parent;
-  d.app_image = env_.app_image;
-  d.cleanup_endpoint = env_.containerd_sock;
+  d.endpoint = socket.string();
+  d.work_dir = work_dir;
+  d.cgroup_parent = env.cgroup_parent;
+  d.app_image = env.app_image;
+  d.cleanup_endpoint = env.containerd_sock;
   return d;
+}
+
+KubeletDriver::Options PoolBedTest::DriverOptions() const {
+  return BedDriverOptions(env_, daemon_->socket_path(), dir_ / "pods");
 }
 
 void PoolBedTest::StartDaemon(const std::string& pools, const std::string& daemon_config) {

@@ -32,6 +32,12 @@
 
 namespace warmpool::testing {
 
+// What a kubelet on the test bed uses against warmpoold's `socket`: pods
+// under the bed's cgroup parent, the bed's app image, files in `work_dir`,
+// cleanup straight against containerd.
+KubeletDriver::Options BedDriverOptions(const TestBedEnv& env, const std::filesystem::path& socket,
+                                        const std::filesystem::path& work_dir);
+
 class PoolBedTest : public ::testing::Test {
  protected:
   // `prefix` names the temp dir: /tmp/<prefix>-XXXXXX.
