@@ -334,7 +334,16 @@ TEST_F(HandoffSystemdTest, AppContainerIsAdoptedIntoItsOwnScopeFrozenUntilStarte
             std::optional<uint64_t>(uint64_t{300} << 20));
 
   // kill -9 and restart: the adopted container is still kubelet's, in its
-  // scope, and its stats and updates still follow the scope.
+  // scope, and its stats and updates still follow the scope. Not while the
+  // pool's refill is in RunPodSandbox: containerd 1.6 leaks what a
+  // RunPodSandbox cancelled half way made (containerd#7733).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = admin_->Pool("sd-app");
+        return p && p->frozen() == 1 && p->creating() == 0 && p->warming() == 0;
+      },
+      90s))
+      << "the pool did not refill\n" << daemon_->LogTail();
   daemon_->Kill();
   ASSERT_EQ(daemon_->Start(), "");
   cri::ContainerStatusResponse st;
@@ -347,7 +356,13 @@ TEST_F(HandoffSystemdTest, AppContainerIsAdoptedIntoItsOwnScopeFrozenUntilStarte
       << daemon_->LogTail();
   EXPECT_EQ(st.status().state(), cri::CONTAINER_RUNNING);
   EXPECT_EQ(Show(scope, "ActiveState"), "active");
-  EXPECT_EQ(Procs("systemd", cgroup), procs);
+  // The app's process is still in its scope (a helper process it ran while
+  // thawed may have ended meanwhile: compare the one that was first).
+  const std::string app_pid = procs.substr(0, procs.find('\n') + 1);
+  for (const char* h : {"systemd", "memory", "freezer"}) {
+    EXPECT_NE(("\n" + Procs(h, cgroup)).find("\n" + app_pid), std::string::npos)
+        << h << ": " << Procs(h, cgroup);
+  }
   ASSERT_RPC_OK(driver_->ContainerStats(cid, &stats));
   EXPECT_GT(stats.stats().memory().working_set_bytes().value(), 0u);
   {
