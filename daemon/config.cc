@@ -474,6 +474,14 @@ void ParseDaemon(const Section& s, DaemonConfig* daemon) {
     }
   }
   s.ReadInt("max_concurrent_creates", 1, kMaxConcurrentCreates, &daemon->max_concurrent_creates);
+  std::chrono::milliseconds refill_delay{};
+  if (s.ReadDuration("refill_delay", &refill_delay)) {
+    if (refill_delay < std::chrono::milliseconds(0) || refill_delay > std::chrono::minutes(1)) {
+      s.Error("refill_delay", "must be between \"0s\" and \"1m\"");
+    } else {
+      daemon->refill_delay = refill_delay;
+    }
+  }
   s.ReadBool("passthrough", &daemon->passthrough);
   bool allow_remote = false;
   s.ReadBool("metrics_allow_non_loopback", &allow_remote);
@@ -896,7 +904,7 @@ absl::StatusOr<Config> Decode(const toml::table& document, std::string_view sour
   if (const toml::table* daemon = root.ReadTable("daemon")) {
     Section s(*daemon, "daemon", diag,
               {"listen", "upstream", "state_dir", "admin", "log_level", "memory_budget",
-               "max_concurrent_creates", "passthrough", "metrics", "metrics_allow_non_loopback",
+               "max_concurrent_creates", "refill_delay", "passthrough", "metrics", "metrics_allow_non_loopback",
                "pool_cgroup_parent", "containerd_root", "late_runtime_handler", "cni_conf_dir",
                "cni_bin_dir"},
               &top);

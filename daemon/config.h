@@ -161,6 +161,11 @@ struct DaemonConfig {
   std::string log_level = "info";
   uint64_t memory_budget_bytes = uint64_t{4} << 30;  // TOML `memory_budget`
   int max_concurrent_creates = 2;                    // 1..64
+  // TOML `refill_delay`: after a hand-off claims an entry, no creation starts
+  // for this long (node-wide, not extended by further claims), so the
+  // replacement's runc, CNI and app init do not compete for the CPU with the
+  // pod being handed over. 0 = refill at once.
+  std::chrono::milliseconds refill_delay{500};
   // Pools off: warmpoold is a pure proxy. The operator's emergency exit.
   bool passthrough = false;
   // TOML `metrics`: "" = off, else "host:port" such as "127.0.0.1:9464",

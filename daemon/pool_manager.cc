@@ -353,6 +353,7 @@ void PoolManager::Reconcile(std::unique_lock<std::mutex>& lock) {
   // Creations: the pool furthest below its target first, within the node's
   // concurrency limit and memory budget.
   const auto now = Clock::now();
+  if (now < refill_hold_until_) return;  // a hand-off is running: ReconcileLoop wakes at the end
   while (creating_now_ < daemon_.max_concurrent_creates) {
     Pool* best = nullptr;
     int best_deficit = 0;
@@ -408,6 +409,7 @@ void PoolManager::ReconcileLoop() {
     for (const auto& [name, pool] : pools_) {
       if (pool.retry_at > Clock::now()) wake = std::min(wake, pool.retry_at);
     }
+    if (refill_hold_until_ > Clock::now()) wake = std::min(wake, refill_hold_until_);
     cv_.wait_until(lock, wake);
     if (stopping_) break;
     if (Clock::now() >= next_health || health_due_) {
@@ -897,6 +899,10 @@ std::optional<PoolManager::Claimed> PoolManager::Claim(const std::string& pool_n
   claimed.info.state = EntryState::kAdopted;
   entries_.erase(best->info.id);
   pit->second.hits++;
+  // The refill waits out daemon.refill_delay, counted from the first claim
+  // of a run of claims, so a stream of pods cannot postpone it for good.
+  const auto now = Clock::now();
+  if (now >= refill_hold_until_) refill_hold_until_ = now + daemon_.refill_delay;
   cv_.notify_all();  // refill
   return claimed;
 }

@@ -219,6 +219,8 @@ class PoolManager final : public AdminBackend {
   int creating_now_ = 0;                        // guarded by mu_
   bool stopping_ = false;                       // guarded by mu_
   bool health_due_ = false;                     // guarded by mu_
+  // No creation starts before this (daemon.refill_delay after a claim).
+  std::chrono::steady_clock::time_point refill_hold_until_{};  // guarded by mu_
   bool budget_logged_ = false;                  // guarded by mu_
   std::deque<std::string> destroy_queue_;       // guarded by mu_
   std::map<std::string, std::thread> workers_;  // by entry id; guarded by mu_

@@ -78,6 +78,7 @@ TEST(ConfigTest, EmptyConfigGivesDefaults) {
   EXPECT_EQ(config.daemon.log_level, "info");
   EXPECT_EQ(config.daemon.memory_budget_bytes, uint64_t{4} * 1024 * 1024 * 1024);
   EXPECT_EQ(config.daemon.max_concurrent_creates, 2);
+  EXPECT_EQ(config.daemon.refill_delay, std::chrono::milliseconds(500));
   EXPECT_FALSE(config.daemon.passthrough);
   EXPECT_EQ(config.daemon.metrics_address, "");
   EXPECT_EQ(config.daemon.pool_cgroup_parent, "/warmpool");
@@ -224,6 +225,7 @@ admin = "/tmp/w/admin.sock"
 log_level = "debug"
 memory_budget = 1048576
 max_concurrent_creates = 4
+refill_delay = "250ms"
 passthrough = true
 metrics = "127.0.0.1:9464"
 pool_cgroup_parent = "warmpool.slice"
@@ -273,6 +275,7 @@ ready = { none = true }
   EXPECT_EQ(d.log_level, "debug");
   EXPECT_EQ(d.memory_budget_bytes, 1048576u);
   EXPECT_EQ(d.max_concurrent_creates, 4);
+  EXPECT_EQ(d.refill_delay, std::chrono::milliseconds(250));
   EXPECT_TRUE(d.passthrough);
   EXPECT_EQ(d.metrics_address, "127.0.0.1:9464");
   EXPECT_EQ(d.pool_cgroup_parent, "warmpool.slice");
@@ -544,6 +547,14 @@ TEST(ConfigErrorTest, BadByteSize) {
   EXPECT_EQ(Errors("[daemon]\nmemory_budget = true\n"),
             "t.toml:2:17: daemon.memory_budget: expected a byte size (a string such as \"4GiB\", "
             "or an integer), got a boolean");
+}
+
+TEST(ConfigErrorTest, RefillDelayIsBounded) {
+  EXPECT_EQ(MustParse("[daemon]\nrefill_delay = \"0s\"\n").daemon.refill_delay,
+            std::chrono::milliseconds(0));
+  EXPECT_EQ(Errors("[daemon]\nrefill_delay = \"2m\"\n"),
+            "t.toml:2:16: daemon.refill_delay: must be between \"0s\" and \"1m\"");
+  EXPECT_THAT(Errors("[daemon]\nrefill_delay = 5\n"), HasSubstr("daemon.refill_delay"));
 }
 
 TEST(ConfigErrorTest, MetricsMustBeLoopback) {

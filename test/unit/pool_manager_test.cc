@@ -254,6 +254,22 @@ TEST_F(PoolManagerTest, FillsToTargetAndFreezesEachEntry) {
   EXPECT_EQ(runtime_.run_calls, calls);
 }
 
+TEST_F(PoolManagerTest, RefillWaitsOutTheRefillDelayAfterAClaim) {
+  config_.daemon.refill_delay = 400ms;
+  config_.pools = {SandboxPool("a", 1)};
+  StartManager();
+  ASSERT_TRUE(Eventually([&] { return Count("a", EntryState::kFrozen) == 1; }));
+  const int calls = runtime_.run_calls;
+  const auto claimed_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(manager_->Claim("a").has_value());
+  // The hand-off has the node to itself for refill_delay.
+  std::this_thread::sleep_for(250ms);
+  EXPECT_EQ(runtime_.run_calls, calls) << "a replacement started during the hand-off";
+  ASSERT_TRUE(Eventually([&] { return Count("a", EntryState::kFrozen) == 1; }));
+  EXPECT_GE(std::chrono::steady_clock::now() - claimed_at, 400ms);
+  EXPECT_EQ(runtime_.run_calls, calls + 1);
+}
+
 TEST_F(PoolManagerTest, PoolFurthestBelowTargetFillsFirst) {
   config_.daemon.max_concurrent_creates = 1;
   config_.pools = {SandboxPool("small", 1), SandboxPool("big", 3)};
