@@ -476,7 +476,7 @@ void ParseDaemon(const Section& s, DaemonConfig* daemon) {
   s.ReadInt("max_concurrent_creates", 1, kMaxConcurrentCreates, &daemon->max_concurrent_creates);
   std::chrono::milliseconds refill_delay{};
   if (s.ReadDuration("refill_delay", &refill_delay)) {
-    if (refill_delay < std::chrono::milliseconds(0) || refill_delay > std::chrono::minutes(1)) {
+    if (refill_delay > std::chrono::minutes(1)) {  // ParseDuration has no sign: never < 0
       s.Error("refill_delay", "must be between \"0s\" and \"1m\"");
     } else {
       daemon->refill_delay = refill_delay;
@@ -904,9 +904,9 @@ absl::StatusOr<Config> Decode(const toml::table& document, std::string_view sour
   if (const toml::table* daemon = root.ReadTable("daemon")) {
     Section s(*daemon, "daemon", diag,
               {"listen", "upstream", "state_dir", "admin", "log_level", "memory_budget",
-               "max_concurrent_creates", "refill_delay", "passthrough", "metrics", "metrics_allow_non_loopback",
-               "pool_cgroup_parent", "containerd_root", "late_runtime_handler", "cni_conf_dir",
-               "cni_bin_dir"},
+               "max_concurrent_creates", "refill_delay", "passthrough", "metrics",
+               "metrics_allow_non_loopback", "pool_cgroup_parent", "containerd_root",
+               "late_runtime_handler", "cni_conf_dir", "cni_bin_dir"},
               &top);
     ParseDaemon(s, &config.daemon);
   }
