@@ -52,6 +52,9 @@ PodSample PodRunner::Run(const std::string& name) {
     return sample;
   };
 
+  // kubelet makes the pod's cgroup before it asks for the sandbox.
+  driver_->CreatePodCgroups(run_.spec.uid);
+
   // Phase 1: the sandbox, and its IP (kubelet asks PodSandboxStatus next).
   const auto t0 = Clock::now();
   grpc::Status s = driver_->RunPodSandbox(run_.sandbox_config, "", &run_.run_sandbox);

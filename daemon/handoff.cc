@@ -252,16 +252,37 @@ void Handoff::Post(std::function<void()> work) {
   cv_.notify_one();
 }
 
+void Handoff::PostLater(std::function<void()> work) {
+  const auto due = Clock::now() + pools_->refill_delay();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    later_.emplace(due, std::move(work));
+  }
+  cv_.notify_one();
+}
+
 void Handoff::WorkLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] { return stopping_ || !work_.empty(); });
-    if (work_.empty()) return;
-    auto work = std::move(work_.front());
-    work_.pop_front();
-    lock.unlock();
-    work();
-    lock.lock();
+    const auto now = Clock::now();
+    while (!later_.empty() && (stopping_ || later_.begin()->first <= now)) {
+      work_.push_back(std::move(later_.begin()->second));
+      later_.erase(later_.begin());
+    }
+    if (!work_.empty()) {
+      auto work = std::move(work_.front());
+      work_.pop_front();
+      lock.unlock();
+      work();
+      lock.lock();
+      continue;
+    }
+    if (stopping_) return;
+    if (later_.empty()) {
+      cv_.wait(lock);
+    } else {
+      cv_.wait_until(lock, later_.begin()->first);
+    }
   }
 }
 
@@ -385,14 +406,15 @@ void Handoff::Decide(const grpc::ByteBuffer& request, cri::CallRewriter::DecideC
     // After the answer: containerd's bolt commit (tens of ms under load) is
     // not what kubelet should wait for. Recover redoes it after a crash.
     SetContainerdLabelsLater(*sandbox_id, req.config().labels());
-    RemoveEntryCgroups(claimed.cgroup_path);
+    PostLater([this, entry_cgroup = claimed.cgroup_path] { RemoveEntryCgroups(entry_cgroup); });
   });
 }
 
 void Handoff::RemoveEntryCgroups(const std::string& entry_cgroup) {
   // Empty since the move; 5-10 ms of rmdir across the hierarchies (and a
-  // slice stop with systemd) that kubelet need not wait for. Recover redoes
-  // it for adopted pods after a crash.
+  // slice stop with systemd) that kubelet need not wait for, run once the
+  // pod's next calls are through (PostLater). Recover redoes it for adopted
+  // pods after a crash.
   (void)cgroups_->Thaw(entry_cgroup);
   if (absl::Status s = placement_->RemoveTree(entry_cgroup); !s.ok()) {
     spdlog::warn("removing the emptied entry cgroup {}: {}", entry_cgroup, s.message());
@@ -545,7 +567,7 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
 void Handoff::SetContainerdLabelsLater(
     const std::string& id, const google::protobuf::Map<std::string, std::string>& labels) {
   std::map<std::string, std::string> wanted(labels.begin(), labels.end());
-  Post([this, id, wanted = std::move(wanted)] {
+  PostLater([this, id, wanted = std::move(wanted)] {
     // Not a reason to undo the hand-off: CRI reads are rewritten anyway, and
     // only stats collectors that read containerd directly see the pool's
     // names. A container kubelet removed meanwhile is NotFound: nothing to do.

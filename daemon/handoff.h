@@ -220,6 +220,11 @@ class Handoff final : public cri::RewritePolicy {
   void Forget(const std::string& sandbox_id);
   void Count(const std::string& reason_code);
   void Post(std::function<void()> work);
+  // Post, once daemon.refill_delay has passed: bookkeeping that kubelet does
+  // not wait for (containerd's labels, emptied entry cgroups) stays off the
+  // CPU while the pod's next calls and its app's first answer run. Run at
+  // once when warmpoold stops.
+  void PostLater(std::function<void()> work);
   void WorkLoop();
 
   PoolManager* pools_;
@@ -235,6 +240,8 @@ class Handoff final : public cri::RewritePolicy {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> work_;  // guarded by mu_
+  std::multimap<std::chrono::steady_clock::time_point, std::function<void()>>
+      later_;  // PostLater's, by due time; guarded by mu_
   bool stopping_ = false;                   // guarded by mu_
   std::map<std::string, uint64_t> counts_;  // guarded by mu_
   std::string cri_root_;                    // guarded by mu_

@@ -121,6 +121,11 @@ void PoolManager::SetDaemonConfig(const DaemonConfig& daemon) {
   daemon_ = daemon;
 }
 
+std::chrono::milliseconds PoolManager::refill_delay() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return daemon_.refill_delay;
+}
+
 absl::Status PoolManager::Start(const Config& config) {
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -113,6 +113,8 @@ class PoolManager final : public AdminBackend {
   // directory of a claimed entry it rolls back from them (EntryCgroupPath,
   // EntryLogDir, DestroyClaimed).
   void SetDaemonConfig(const DaemonConfig& daemon);
+  // daemon.refill_delay: how long background work stays off a hand-off's CPU.
+  std::chrono::milliseconds refill_delay();
   // Recovers existing entries (see the file comment), then starts filling.
   absl::Status Start(const Config& config);
   // A reloaded config: new pools fill, removed pools drain, resized pools grow

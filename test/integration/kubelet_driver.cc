@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <sys/stat.h>
+
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -608,6 +610,27 @@ grpc::Status KubeletDriver::StopAndRemovePod(const PodRun& run) {
   if (!s.ok()) return s;
   RemovePodCgroups(run.sandbox_config.metadata().uid());
   return grpc::Status::OK;
+}
+
+void KubeletDriver::CreatePodCgroups(const std::string& uid) {
+  if (options_.cgroup_parent.empty() || options_.cgroup_parent.front() != '/' || uid.empty()) {
+    return;
+  }
+  pod_uids_.push_back(uid);
+  for (const auto& mount : CgroupMounts()) {
+    const std::filesystem::path parent =
+        std::filesystem::path(mount) / options_.cgroup_parent.substr(1);
+    const std::filesystem::path dir = parent / ("pod" + uid);
+    if (::mkdir(dir.c_str(), 0755) != 0) continue;  // no parent in this hierarchy, or exists
+    if (!std::filesystem::exists(dir / "cgroup.clone_children")) continue;  // cgroup2
+    for (const char* file : {"cpuset.cpus", "cpuset.mems"}) {
+      if (!std::filesystem::exists(dir / file)) break;  // not the cpuset hierarchy
+      std::ifstream in(parent / file);
+      std::string value;
+      std::getline(in, value);
+      std::ofstream(dir / file) << value;
+    }
+  }
 }
 
 void KubeletDriver::RemovePodCgroups(const std::string& uid) {

@@ -209,6 +209,12 @@ class KubeletDriver {
   // description of what could not be cleaned (empty: all clean).
   std::string Cleanup();
 
+  // What kubelet's pod cgroup manager does before RunPodSandbox with the
+  // cgroupfs driver: the pod's cgroup in every hierarchy, cpuset filled from
+  // its parent. Removed with the pod (StopAndRemovePod, Cleanup). No-op
+  // without a cgroupfs parent.
+  void CreatePodCgroups(const std::string& uid);
+
   // Fresh context with the driver's RPC deadline.
   std::unique_ptr<grpc::ClientContext> NewContext() const;
 
