@@ -496,12 +496,7 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   }
   steps->Lap("move");
   MaybeFail("handoff.moved");
-  std::vector<Prestarted> prestarted;
-  if (!claimed.info.container_ids.empty()) {
-    auto listed = ListPrestarted(sandbox_id);
-    if (!listed.ok()) return fail(listed.status());
-    prestarted = std::move(*listed);
-  }
+  std::vector<Prestarted> prestarted = claimed.info.prestarted;
   // (The entry's emptied cgroups go after the answer: RemoveEntryCgroups.
   // No durable "moved" step: each Put costs two fsyncs, ~8 ms here, and the
   // "claimed" record already tells recovery which cgroups to undo.)
@@ -684,7 +679,7 @@ absl::Status Handoff::Recover() {
         for (const auto& id : r.unclaimed_containers) objects_->AddContainer(id);
         std::lock_guard<std::mutex> lock(mu_);
         Unclaimed u{r.sandbox_id, {}, Clock::now()};
-        for (const auto& id : r.unclaimed_containers) u.containers.push_back({id, "", ""});
+        for (const auto& id : r.unclaimed_containers) u.containers.push_back({id, "", "", ""});
         unclaimed_[r.sandbox_id] = std::move(u);
         reaper_cv_.notify_all();
       }

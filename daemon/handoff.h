@@ -139,11 +139,7 @@ class Handoff final : public cri::RewritePolicy {
   class ContainerCallRewriter;
 
   // A pre-started container of an adopted sandbox nobody claimed yet.
-  struct Prestarted {
-    std::string container_id;
-    std::string template_name;
-    std::string image_ref;  // the image id it runs
-  };
+  using Prestarted = PrestartedContainer;
   struct Unclaimed {
     std::string sandbox_id;
     std::vector<Prestarted> containers;
@@ -167,8 +163,6 @@ class Handoff final : public cri::RewritePolicy {
   // `steps` gets a lap per step (the hit's log line).
   absl::Status AdoptContainer(const v1::CreateContainerRequest& req, const AdoptedView& sandbox,
                               const Prestarted& p, StepTimer* steps);
-  // The pre-started containers of a freshly adopted sandbox, from containerd.
-  absl::StatusOr<std::vector<Prestarted>> ListPrestarted(const std::string& sandbox_id);
   // Stops and removes the unclaimed pre-started containers of `sandbox_id`
   // (ReapOne: one taken out of unclaimed_ already) and their cgroups, and
   // updates the record.

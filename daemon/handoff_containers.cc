@@ -117,21 +117,6 @@ absl::Status Handoff::UpdateRecord(const std::string& sandbox_id,
   return store_->Put(*record, durability);
 }
 
-absl::StatusOr<std::vector<Handoff::Prestarted>> Handoff::ListPrestarted(
-    const std::string& sandbox_id) {
-  v1::ContainerFilter filter;
-  filter.set_pod_sandbox_id(sandbox_id);
-  v1::ListContainersResponse listed;
-  if (absl::Status s = runtime_->ListContainers(filter, &listed); !s.ok()) return s;
-  std::vector<Prestarted> out;
-  for (const v1::Container& c : listed.containers()) {
-    auto it = c.labels().find(kLabelContainer);
-    if (it == c.labels().end()) continue;
-    out.push_back({c.id(), it->second, c.image_ref()});
-  }
-  return out;
-}
-
 void Handoff::DecideCreate(const grpc::ByteBuffer& request,
                            cri::CallRewriter::DecideCallback done) {
   v1::CreateContainerRequest req;
@@ -226,11 +211,10 @@ absl::Status Handoff::AdoptContainer(const v1::CreateContainerRequest& req,
   const std::string& cgroup = *where;
 
   // 1. The log, at kubelet's path.
+  // (containerd's log path was taken when the entry was made.)
   if (!config.log_path().empty() && !sandbox.config.log_directory().empty()) {
-    v1::ContainerStatusResponse status;
-    if (absl::Status s = runtime_->ContainerStatus(p.container_id, &status); !s.ok()) return s;
     const std::string kubelet_log = sandbox.config.log_directory() + "/" + config.log_path();
-    if (absl::Status s = LinkLog(status.status().log_path(), kubelet_log); !s.ok()) return s;
+    if (absl::Status s = LinkLog(p.log_path, kubelet_log); !s.ok()) return s;
   }
   steps->Lap("log");
   MaybeFail("container.linked");

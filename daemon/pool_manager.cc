@@ -46,6 +46,23 @@ long long Ms(Clock::duration d) {
 
 bool IgnorableNotFound(const absl::Status& s) { return s.ok() || absl::IsNotFound(s); }
 
+// The pre-started containers of an entry, with what a hand-off needs of
+// them, so that it need not ask containerd. image_ref comes from the list
+// (the image id; ContainerStatus may give a repo digest), log_path from
+// ContainerStatus (the list has none).
+absl::StatusOr<std::vector<PrestartedContainer>> PrestartedOf(
+    RuntimeClient* runtime, const v1::ListContainersResponse& listed) {
+  std::vector<PrestartedContainer> out;
+  for (const v1::Container& c : listed.containers()) {
+    auto it = c.labels().find(kLabelContainer);
+    if (it == c.labels().end()) continue;
+    v1::ContainerStatusResponse status;
+    if (absl::Status s = runtime->ContainerStatus(c.id(), &status); !s.ok()) return s;
+    out.push_back({c.id(), it->second, c.image_ref(), status.status().log_path()});
+  }
+  return out;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- helpers --
@@ -542,6 +559,16 @@ absl::Status PoolManager::CreateSteps(const std::string& entry_id, const PoolCon
     }
     if (s = runtime_->StartContainer(created.container_id()); !s.ok()) return s;
   }
+  if (!container_ids.empty()) {
+    v1::ContainerFilter filter;
+    filter.set_pod_sandbox_id(sandbox.pod_sandbox_id());
+    v1::ListContainersResponse listed;
+    if (absl::Status s = runtime_->ListContainers(filter, &listed); !s.ok()) return s;
+    auto prestarted = PrestartedOf(runtime_, listed);
+    if (!prestarted.ok()) return prestarted.status();
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.at(entry_id).info.prestarted = std::move(*prestarted);
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     Transition(entries_.at(entry_id), EntryState::kWarming);
@@ -728,6 +755,8 @@ absl::Status PoolManager::Recover(const v1::PodSandbox& sandbox) {
 
   objects_->AddSandbox(sandbox.id());
   for (const auto& c : ids) objects_->AddContainer(c);
+  auto prestarted = PrestartedOf(runtime_, containers);
+  if (!prestarted.ok()) return prestarted.status();
   auto memory = cgroups_->MemoryUsage(cgroup_path);
   std::lock_guard<std::mutex> lock(mu_);
   Entry e;
@@ -735,6 +764,7 @@ absl::Status PoolManager::Recover(const v1::PodSandbox& sandbox) {
   e.info.pool = pool_name;
   e.info.sandbox_id = sandbox.id();
   e.info.container_ids = ids;
+  e.info.prestarted = std::move(*prestarted);
   e.info.pod_ip = ip;
   e.info.created_at =
       std::chrono::system_clock::time_point(std::chrono::nanoseconds(sandbox.created_at()));
