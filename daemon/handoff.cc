@@ -496,7 +496,6 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   }
   steps->Lap("move");
   MaybeFail("handoff.moved");
-  std::vector<Prestarted> prestarted = claimed.info.prestarted;
   // (The entry's emptied cgroups go after the answer: RemoveEntryCgroups.
   // No durable "moved" step: each Put costs two fsyncs, ~8 ms here, and the
   // "claimed" record already tells recovery which cgroups to undo.)
@@ -551,10 +550,10 @@ absl::StatusOr<std::string> Handoff::Adopt(const v1::RunPodSandboxRequest& req,
   if (absl::Status s = store_->Put(record); !s.ok()) return fail(s);
   steps->Lap("record");
   objects_->AddAdopted(ViewOf(record));
-  if (!prestarted.empty()) {
+  if (!claimed.info.prestarted.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
     unclaimed_[sandbox_id] =
-        Unclaimed{sandbox_id, std::move(prestarted), Clock::now() + kUnclaimedTimeout};
+        Unclaimed{sandbox_id, claimed.info.prestarted, Clock::now() + kUnclaimedTimeout};
   }
   return sandbox_id;
 }
