@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -297,6 +298,24 @@ std::vector<pid_t> ParsePids(const std::string& text) {
 
 // ---- CgroupLayout -------------------------------------------------------------
 
+std::string SlowCgroupMoveAdvice(const CgroupLayout& layout, const std::string& kernel_release) {
+  if (layout.favordynmods) return "";
+  int major = 0;
+  int minor = 0;
+  if (std::sscanf(kernel_release.c_str(), "%d.%d", &major, &minor) != 2) return "";
+  if (major < 6) return "";  // the kernel keeps the rwsem's readers on the slow path
+  std::string remount;
+  if (!layout.unified.empty()) {
+    remount = absl::StrCat(" or `mount -o remount,favordynmods,<its current options> ",
+                           layout.unified, "`");
+  }
+  return absl::StrCat(
+      "no cgroup mount has favordynmods (kernel ", kernel_release,
+      "): each hand-off waits one RCU grace period, 4-16 ms, to move its processes; boot with "
+      "cgroup_favordynmods=true",
+      remount, " to make moves take microseconds (README: Node tuning)");
+}
+
 absl::StatusOr<CgroupLayout> CgroupLayout::Detect(const std::string& mountinfo_path) {
   std::ifstream in(mountinfo_path);
   if (!in) {
@@ -305,6 +324,7 @@ absl::StatusOr<CgroupLayout> CgroupLayout::Detect(const std::string& mountinfo_p
   // controller -> (mount point, root was "/"); unified likewise.
   std::map<std::string, std::pair<std::string, bool>> v1;
   std::pair<std::string, bool> unified{"", false};
+  bool favordynmods = false;
   std::string line;
   while (std::getline(in, line)) {
     // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
@@ -319,10 +339,14 @@ absl::StatusOr<CgroupLayout> CgroupLayout::Detect(const std::string& mountinfo_p
       return have.first.empty() || (!have.second && root_is_slash);
     };
     if (fstype == "cgroup2") {
+      for (absl::string_view opt : absl::StrSplit(dash[3], ',', absl::SkipEmpty())) {
+        if (opt == "favordynmods") favordynmods = true;
+      }
       if (better(unified)) unified = {mount, root_is_slash};
       continue;
     }
     for (absl::string_view opt : absl::StrSplit(dash[3], ',', absl::SkipEmpty())) {
+      if (opt == "favordynmods") favordynmods = true;
       if (IsV1MountOption(opt)) continue;
       auto& have = v1[std::string(opt)];
       if (better(have)) have = {mount, root_is_slash};
@@ -334,6 +358,7 @@ absl::StatusOr<CgroupLayout> CgroupLayout::Detect(const std::string& mountinfo_p
   CgroupLayout layout;
   for (auto& [controller, where] : v1) layout.v1[controller] = where.first;
   layout.unified = unified.first;
+  layout.favordynmods = favordynmods;
   if (layout.v1.empty() && layout.unified.empty()) {
     return absl::NotFoundError(absl::StrCat("no cgroup or cgroup2 mount in ", mountinfo_path));
   }

@@ -60,6 +60,11 @@ struct CgroupLayout {
   // cgroup2 mount point ("/sys/fs/cgroup" or "/sys/fs/cgroup/unified"), or ""
   // if cgroup2 is not mounted.
   std::string unified;
+  // Some cgroup or cgroup2 mount carries "favordynmods" (mount option, or
+  // the kernel's cgroup_favordynmods= / CONFIG_CGROUP_FAVOR_DYNMODS, which
+  // show as that option). The flag is global to the kernel: with it, moving
+  // a process between cgroups no longer waits for an RCU grace period.
+  bool favordynmods = false;
 
   // Parses a /proc/PID/mountinfo file. For a hierarchy mounted more than once
   // the first mount whose root is "/" wins (else the first one). No cgroup
@@ -73,6 +78,14 @@ struct CgroupLayout {
   // Every distinct mount point (v1 hierarchies, then unified), each once.
   std::vector<std::string> MountPoints() const;
 };
+
+// From Linux 6.0 on, writing cgroup.procs takes cgroup_threadgroup_rwsem for
+// writing, which waits for an RCU grace period (4-16 ms at HZ=250) unless a
+// cgroup mount has favordynmods; before 6.0 the kernel always took the cheap
+// path. A hand-off moves its processes once, so on such a node every hit
+// pays one grace period. Returns the advice for the operator, or "" when
+// moves are cheap. kernel_release is uname -r ("6.1.0-18-amd64").
+std::string SlowCgroupMoveAdvice(const CgroupLayout& layout, const std::string& kernel_release);
 
 class Cgroups {
  public:

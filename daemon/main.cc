@@ -11,6 +11,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -145,6 +146,11 @@ int Run(const Config& config, const std::string& config_path) {
   Cgroups cgroups(*layout);
   spdlog::info("cgroups: {}; freezer {}", cgroups.DescribeBackends(),
                cgroups.freezer_version() == CgroupVersion::kV1 ? "v1" : "v2");
+  if (struct utsname u; uname(&u) == 0) {
+    if (std::string advice = SlowCgroupMoveAdvice(*layout, u.release); !advice.empty()) {
+      spdlog::info("cgroups: {}", advice);
+    }
+  }
   // Containers go where the cgroup parent says: cgroupfs, or systemd slices
   // through sd-bus (connected on first use).
   SdBusSystemd systemd;
