@@ -8,6 +8,7 @@
 // results.md), CSV files and an SVG CDF plot in --out.
 //
 //   warmpool-bench [--scenarios testapp-5s,testapp-0s,python,burst,miss,memory]
+//                  (testapp-<N>s: any init time, e.g. testapp-2s)
 //                  [--pods 20] [--out DIR] ...      (--help for all)
 //
 // On the test bed (test/harness/containerd.sh start DIR; . DIR/env) every
@@ -20,6 +21,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -91,6 +94,19 @@ std::vector<std::string> Split(const std::string& s) {
   return out;
 }
 
+// "testapp-5s" -> "5": the test app scenarios, one per init time. "" for
+// anything else.
+std::string TestappInitSeconds(const std::string& scenario) {
+  const std::string prefix = "testapp-";
+  if (scenario.size() < prefix.size() + 2 || scenario.compare(0, prefix.size(), prefix) != 0 ||
+      scenario.back() != 's') {
+    return "";
+  }
+  const std::string digits = scenario.substr(prefix.size(), scenario.size() - prefix.size() - 1);
+  if (digits.size() > 3 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return "";
+  return std::to_string(std::stoi(digits));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -107,7 +123,8 @@ int main(int argc, char** argv) {
   std::string warmpoold = wb::BenchDaemon::FindBinary();
   int max_creates = 2;
   cli.add_option("--scenarios", scenarios,
-                 "comma-separated: testapp-5s, testapp-0s, python, burst, miss, memory")
+                 "comma-separated: testapp-<N>s (the test app with N s init: testapp-5s, "
+                 "testapp-2s, testapp-0s, ...), python, burst, miss, memory")
       ->capture_default_str();
   cli.add_option("--variants", variants, "of the latency scenarios: cold, sandbox-pool, app-pool")
       ->capture_default_str();
@@ -168,9 +185,8 @@ int main(int argc, char** argv) {
   for (const auto& s : Split(pool_sizes)) opt.pool_sizes.push_back(std::atoi(s.c_str()));
   const std::vector<std::string> wanted = Split(scenarios);
   for (const auto& s : wanted) {
-    static const std::set<std::string> known = {"testapp-5s", "testapp-0s", "python",
-                                                "burst",      "miss",       "memory"};
-    if (!known.count(s)) {
+    static const std::set<std::string> known = {"python", "burst", "miss", "memory"};
+    if (!known.count(s) && TestappInitSeconds(s).empty()) {
       std::fprintf(stderr, "warmpool-bench: unknown scenario %s\n", s.c_str());
       return 2;
     }
@@ -273,8 +289,11 @@ int main(int argc, char** argv) {
     a.label = "the test app (static C, " + opt.app_image + "), INIT_SECONDS=" + init;
     return a;
   };
-  if (want("testapp-5s") && !stop) wb::RunLatencyScenario(ctx, "testapp-5s", testapp("5"));
-  if (want("testapp-0s") && !stop) wb::RunLatencyScenario(ctx, "testapp-0s", testapp("0"));
+  for (const std::string& s : wanted) {
+    if (const std::string init = TestappInitSeconds(s); !init.empty() && !stop) {
+      wb::RunLatencyScenario(ctx, s, testapp(init));
+    }
+  }
   if (want("python") && !stop) {
     wb::AppSpec py;
     py.image = opt.python_image;

@@ -3,7 +3,7 @@
 // The scenarios of issue 5, each measuring cold (containerd direct) against
 // warm (through the run's warmpoold) in one run:
 //
-//   testapp-5s, testapp-0s  the test app with 5 s and 0 s init: variants
+//   testapp-<N>s            the test app with N s init (testapp-5s, -2s, -0s): variants
 //                           cold, sandbox-pool, app-pool, interleaved pod by
 //                           pod so machine noise hits all alike
 //   python                  the same for the Python app (numpy, pandas,
