@@ -550,28 +550,14 @@ absl::Status Cgroups::WriteFile(const Hierarchy& h, const std::string& path,
 
 absl::StatusOr<std::vector<pid_t>> Cgroups::Procs(const Hierarchy& h,
                                                   const std::string& path) const {
-  if (h.libcg.empty()) {
-    absl::StatusOr<std::string> text = ReadFile(h, path, "cgroup.procs");
-    if (!text.ok()) return text.status();
-    return ParsePids(*text);
+  // File I/O in every hierarchy: see MoveProcs.
+  const std::string file = absl::StrCat(FsPath(h, path), "/cgroup.procs");
+  absl::StatusOr<std::string> text = ReadWholeFile(file);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(), absl::StrCat("cgroup ", path, " (", h.label,
+                                                           "): ", text.status().message()));
   }
-  std::lock_guard<std::mutex> lock(LibcgMutex());
-  std::string name = path;
-  std::string controller = h.libcg;
-  pid_t* pids = nullptr;
-  int size = 0;
-  int rc = cgroup_get_procs(name.data(), controller.data(), &pids, &size);
-  if (rc != 0) {
-    free(pids);
-    // cgroup_get_procs reports a missing cgroup.procs as ECGROUPUNSUPP.
-    absl::StatusCode code = rc == ECGROUPUNSUPP ? absl::StatusCode::kNotFound : LibcgCode(rc);
-    return absl::Status(code,
-                        absl::StrCat("cgroup_get_procs of cgroup ", path, " (", h.label,
-                                     ", libcgroup controller ", h.libcg, "): ", LibcgError(rc)));
-  }
-  std::vector<pid_t> out(pids, pids + size);
-  free(pids);
-  return out;
+  return ParsePids(*text);
 }
 
 // ---- Cgroups: freezer ---------------------------------------------------------
@@ -859,13 +845,17 @@ absl::Status Cgroups::RemoveTree(const std::string& path) {
                       absl::StrCat("removing cgroup ", path, ": ", absl::StrJoin(failures, "; ")));
 }
 
-// mkdir -p. For v1 controller hierarchies libcgroup knows, through
-// cgroup_create_cgroup() (ignore_ownership: no chown/chmod); elsewhere by hand.
-// Not through libcgroup for cgroup2: cgroup_create_cgroup() with a v2
-// controller also writes "+controller" into cgroup.subtree_control of every
-// ancestor up to the root (seen here: it enabled hugetlb in the root of
-// /sys/fs/cgroup/unified). Which controllers a pool's cgroups delegate is a
-// decision for whoever sets resources, not a side effect of mkdir.
+// mkdir -p, by hand in every hierarchy. A hand-off makes a cgroup per
+// container in each hierarchy, so this is on kubelet's clock: libcgroup's
+// cgroup_create_cgroup() (ignore_ownership) made the same directories in
+// 0.52 ms per container across ten hierarchies here, plain mkdir in 0.31 ms
+// (it re-reads /proc/mounts and walks the path from / on every call, under
+// the process-wide libcgroup mutex the pool's stats reads also take). For
+// cgroup2 it was never an option: with a v2 controller it also writes
+// "+controller" into cgroup.subtree_control of every ancestor up to the root
+// (seen here: it enabled hugetlb in the root of /sys/fs/cgroup/unified).
+// Which controllers a pool's cgroups delegate is a decision for whoever sets
+// resources, not a side effect of mkdir.
 absl::Status Cgroups::CreateIn(const Hierarchy& h, const std::string& path) const {
   // Levels that do not exist yet, top-down (cpuset needs them one by one).
   std::vector<std::string> missing;
@@ -877,18 +867,7 @@ absl::Status Cgroups::CreateIn(const Hierarchy& h, const std::string& path) cons
   }
   const bool cpuset = !h.v2 && Find("cpuset") == &h;
   for (const std::string& level : missing) {
-    if (!h.v2 && !h.libcg.empty()) {
-      std::lock_guard<std::mutex> lock(LibcgMutex());
-      struct cgroup* cg = cgroup_new_cgroup(level.c_str());
-      if (cg == nullptr) return absl::InternalError("cgroup_new_cgroup failed");
-      int rc = cgroup_add_controller(cg, h.libcg.c_str()) == nullptr ? ECGINVAL : 0;
-      if (rc == 0) rc = cgroup_create_cgroup(cg, /*ignore_ownership=*/1);
-      cgroup_free(&cg);
-      if (rc != 0) {
-        return absl::Status(LibcgCode(rc), absl::StrCat("cgroup_create_cgroup ", level, " (",
-                                                        h.label, "): ", LibcgError(rc)));
-      }
-    } else if (mkdir(FsPath(h, level).c_str(), 0755) != 0 && errno != EEXIST) {
+    if (mkdir(FsPath(h, level).c_str(), 0755) != 0 && errno != EEXIST) {
       int err = errno;
       return absl::Status(ErrnoCode(err),
                           absl::StrCat("mkdir ", FsPath(h, level), ": ", strerror(err)));
@@ -909,6 +888,10 @@ absl::Status Cgroups::CreateIn(const Hierarchy& h, const std::string& path) cons
   return absl::OkStatus();
 }
 
+// File I/O in every hierarchy, like CreateIn and for the same reason: one
+// read of cgroup.procs and one write per process is all libcgroup's
+// cgroup_get_procs/cgroup_set_value would do, at 0.43 ms per container
+// moved through ten hierarchies against 0.26 ms by hand.
 absl::Status Cgroups::MoveProcs(const std::string& from, const std::string& to) {
   WP_RETURN_IF_ERROR(ValidatePath(from, /*allow_root=*/false));
   WP_RETURN_IF_ERROR(ValidatePath(to, /*allow_root=*/false));
@@ -917,14 +900,19 @@ absl::Status Cgroups::MoveProcs(const std::string& from, const std::string& to) 
     if (absl::IsNotFound(pids.status())) continue;  // not in this hierarchy
     WP_RETURN_IF_ERROR(pids.status());
     if (pids->empty()) continue;
+    const std::string dir = FsPath(h, to);
     if (!h.v2 && h.label.find("memory") != std::string::npos) {
       // v1 keeps the charge in the old cgroup unless the destination asks
-      // for it (bit 0: anonymous pages, bit 1: file pages).
-      (void)WriteFile(h, to, "memory.move_charge_at_immigrate", "3");
+      // for it (bit 0: anonymous pages, bit 1: file pages). Linux 6.8+
+      // answers EINVAL: the knob is gone, the charge stays.
+      (void)WriteWholeFile(dir + "/memory.move_charge_at_immigrate", "3");
     }
     for (pid_t pid : *pids) {
-      absl::Status st = WriteFile(h, to, "cgroup.procs", std::to_string(pid));
-      if (!st.ok() && ::kill(pid, 0) == 0) return st;  // a process that exited meanwhile is fine
+      absl::Status st = WriteWholeFile(dir + "/cgroup.procs", std::to_string(pid));
+      if (!st.ok() && ::kill(pid, 0) == 0) {  // a process that exited meanwhile is fine
+        return absl::Status(st.code(), absl::StrCat("moving process ", pid, " to cgroup ", to,
+                                                    " (", h.label, "): ", st.message()));
+      }
     }
   }
   return absl::OkStatus();

@@ -21,8 +21,10 @@
 //   - never a named v1 hierarchy such as name=systemd (file I/O);
 //   - nothing of a layout a test points at a temporary tree (file I/O), which
 //     is how the logic is unit-tested without root.
-// Directory walks, mkdir of non-v1-controller hierarchies and rmdir are file
-// I/O everywhere; cgroups.cc says why at each place.
+// Directory walks, mkdir, rmdir, reading a cgroup's processes and moving
+// processes (cgroup.procs) are file I/O everywhere: the hand-off does them
+// on kubelet's clock and libcgroup's calls cost ~1.5x the syscalls they wrap
+// (cgroups.cc says why at each place).
 //
 // Threading: a Cgroups object may be used from any number of threads. All
 // libcgroup calls of the process are serialised through one mutex (libcgroup
