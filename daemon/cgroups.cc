@@ -312,7 +312,7 @@ std::string SlowCgroupMoveAdvice(const CgroupLayout& layout, const std::string& 
   return absl::StrCat(
       "no cgroup mount has favordynmods (kernel ", kernel_release,
       "): each hand-off waits one RCU grace period, 4-16 ms, to move its processes; boot with "
-      "cgroup_favordynmods=true",
+      "cgroup_favordynmods=true (Linux 6.7+)",
       remount, " to make moves take microseconds (README: Node tuning)");
 }
 
