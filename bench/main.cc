@@ -22,8 +22,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cctype>
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -334,8 +334,9 @@ int main(int argc, char** argv) {
   md << "Run " << when << ", " << std::fixed;
   md.precision(1);
   md << minutes << " min. Machine: " << std::thread::hardware_concurrency() << " CPUs ("
-     << CpuModel() << "), " << MemTotal() << ", Linux " << u.release
-     << ", cgroup favordynmods " << Favordynmods() << ". Times: RunPodSandbox sent → first HTTP 200 from the app on the pod IP; p99 is "
+     << CpuModel() << "), " << MemTotal() << ", Linux " << u.release << ", cgroup favordynmods "
+     << Favordynmods()
+     << ". Times: RunPodSandbox sent → first HTTP 200 from the app on the pod IP; p99 is "
         "nearest-rank (with 20 pods it is the maximum).\n\n";
   md << "Command: `";
   for (int i = 0; i < argc; ++i) md << (i ? " " : "") << argv[i];

@@ -910,8 +910,8 @@ absl::Status Cgroups::MoveProcs(const std::string& from, const std::string& to) 
     for (pid_t pid : *pids) {
       absl::Status st = WriteWholeFile(dir + "/cgroup.procs", std::to_string(pid));
       if (!st.ok() && ::kill(pid, 0) == 0) {  // a process that exited meanwhile is fine
-        return absl::Status(st.code(), absl::StrCat("moving process ", pid, " to cgroup ", to,
-                                                    " (", h.label, "): ", st.message()));
+        return absl::Status(st.code(), absl::StrCat("moving process ", pid, " to cgroup ", to, " (",
+                                                    h.label, "): ", st.message()));
       }
     }
   }

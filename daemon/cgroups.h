@@ -85,9 +85,10 @@ struct CgroupLayout {
 // writing, which waits for an RCU grace period (4-16 ms at HZ=250) unless a
 // cgroup mount has favordynmods; before 6.0 the kernel always took the cheap
 // path. cgroup2 takes the option on remount; v1 hierarchies only when
-// mounted, or from cgroup_favordynmods= on the kernel command line (6.7+). A hand-off moves its processes once, so on such a node every hit
-// pays one grace period. Returns the advice for the operator, or "" when
-// moves are cheap. kernel_release is uname -r ("6.1.0-18-amd64").
+// mounted, or from cgroup_favordynmods= on the kernel command line (6.7+).
+// A hand-off moves its processes once, so on such a node every hit pays one
+// grace period. Returns the advice for the operator, or "" when moves are
+// cheap. kernel_release is uname -r ("6.1.0-18-amd64").
 std::string SlowCgroupMoveAdvice(const CgroupLayout& layout, const std::string& kernel_release);
 
 class Cgroups {

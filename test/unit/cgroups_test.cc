@@ -145,14 +145,14 @@ TEST(CgroupLayoutTest, FavordynmodsOnAnyMountIsSeenAndIsNotAController) {
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_FALSE(plain->favordynmods);
 
-  absl::StatusOr<CgroupLayout> v2 = DetectText(
-      "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate,favordynmods\n");
+  absl::StatusOr<CgroupLayout> v2 =
+      DetectText("41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate,favordynmods\n");
   ASSERT_TRUE(v2.ok()) << v2.status();
   EXPECT_TRUE(v2->favordynmods);
 
   // cgroup_favordynmods=true shows on v1 mounts too.
-  absl::StatusOr<CgroupLayout> v1 = DetectText(
-      "32 31 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory,favordynmods\n");
+  absl::StatusOr<CgroupLayout> v1 =
+      DetectText("32 31 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory,favordynmods\n");
   ASSERT_TRUE(v1.ok()) << v1.status();
   EXPECT_TRUE(v1->favordynmods);
   EXPECT_THAT(v1->v1, ElementsAre(Pair("memory", "/sys/fs/cgroup/memory")));
@@ -164,7 +164,8 @@ TEST(CgroupLayoutTest, SlowMoveAdviceOnlyWhereTheKernelWaitsForRcu) {
   const std::string advice = SlowCgroupMoveAdvice(*layout, "6.1.0-18-amd64");
   EXPECT_THAT(advice, HasSubstr("RCU grace period"));
   EXPECT_THAT(advice, HasSubstr("cgroup_favordynmods=true"));
-  EXPECT_THAT(advice, HasSubstr("remount,favordynmods,<its current options> /sys/fs/cgroup/unified"));
+  EXPECT_THAT(advice,
+              HasSubstr("remount,favordynmods,<its current options> /sys/fs/cgroup/unified"));
   // Before 6.0 the kernel kept moves cheap without being asked.
   EXPECT_EQ(SlowCgroupMoveAdvice(*layout, "5.10.0-28-amd64"), "");
   EXPECT_EQ(SlowCgroupMoveAdvice(*layout, "garbage"), "");
