@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -327,6 +328,60 @@ TEST_F(CgroupsKernelTest, ConcurrentFreezeThawOfSeparateCgroups) {
   }
   for (std::thread& th : threads) th.join();
   for (int t = 0; t < 4; ++t) EXPECT_EQ(errors[t], "") << "thread " << t;
+}
+
+// A hand-off moves processes, not threads: every thread of the process
+// lands in the destination in every hierarchy. (libcgroup's
+// cgroup_attach_task_pid writes a v1 hierarchy's "tasks" file, which moves
+// one thread: the others stayed behind when that was tried.)
+TEST_F(CgroupsKernelTest, MoveProcsTakesEveryThreadOfTheProcess) {
+  const std::string from = path_ + "/from";
+  const std::string to = path_ + "/to";
+  ASSERT_TRUE(cgroups_->Create(from).ok());
+  ASSERT_TRUE(cgroups_->Create(to).ok());
+  int ready[2];
+  ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+  child_ = fork();
+  ASSERT_GE(child_, 0) << strerror(errno);
+  if (child_ == 0) {
+    close(ready[0]);
+    auto sleeper = [](void*) -> void* {
+      for (;;) pause();
+    };
+    pthread_t t;
+    for (int i = 0; i < 3; ++i) {
+      if (pthread_create(&t, nullptr, sleeper, nullptr) != 0) _exit(1);
+    }
+    if (write(ready[1], "x", 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  close(ready[1]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  const std::string task_dir = "/proc/" + std::to_string(child_) + "/task";
+  ASSERT_EQ(std::distance(fs::directory_iterator(task_dir), fs::directory_iterator{}), 4);
+  for (const std::string& mount : layout_.MountPoints()) {
+    ASSERT_TRUE(WriteText(mount + from + "/cgroup.procs", std::to_string(child_))) << mount;
+  }
+
+  absl::Status moved = cgroups_->MoveProcs(from, to);
+  ASSERT_TRUE(moved.ok()) << moved;
+
+  for (const auto& task : fs::directory_iterator(task_dir)) {
+    std::istringstream lines(ReadText(task.path().string() + "/cgroup"));
+    size_t in_to = 0;
+    for (std::string line; std::getline(lines, line);) {
+      EXPECT_THAT(line, ::testing::Not(HasSubstr(from))) << "thread " << task.path().filename();
+      if (line.size() >= to.size() && line.compare(line.size() - to.size(), to.size(), to) == 0) {
+        ++in_to;
+      }
+    }
+    EXPECT_EQ(in_to, layout_.MountPoints().size()) << "thread " << task.path().filename();
+  }
+  for (const std::string& mount : layout_.MountPoints()) {
+    EXPECT_EQ(ReadText(mount + from + "/cgroup.procs"), "") << mount;
+  }
 }
 
 TEST_F(CgroupsKernelTest, CreateGivesNewCpusetsTheParentsCpusAndMems) {
