@@ -146,10 +146,11 @@ int Run(const Config& config, const std::string& config_path) {
   Cgroups cgroups(*layout);
   spdlog::info("cgroups: {}; freezer {}", cgroups.DescribeBackends(),
                cgroups.freezer_version() == CgroupVersion::kV1 ? "v1" : "v2");
+  std::optional<bool> slow_cgroup_moves;
   if (struct utsname u; uname(&u) == 0) {
-    if (std::string advice = SlowCgroupMoveAdvice(*layout, u.release); !advice.empty()) {
-      spdlog::info("cgroups: {}", advice);
-    }
+    const std::string advice = SlowCgroupMoveAdvice(*layout, u.release);
+    slow_cgroup_moves = !advice.empty();
+    if (*slow_cgroup_moves) spdlog::info("cgroups: {}", advice);
   }
   // Containers go where the cgroup parent says: cgroupfs, or systemd slices
   // through sd-bus (connected on first use).
@@ -219,7 +220,8 @@ int Run(const Config& config, const std::string& config_path) {
   }
   std::unique_ptr<MetricsHttpServer> metrics_http;
   if (!config.daemon.metrics_address.empty()) {
-    MetricsSources sources{&pools, &handoff.decisions(), &metrics, &entry_create, WARMPOOL_VERSION};
+    MetricsSources sources{&pools,        &handoff.decisions(), &metrics,
+                           &entry_create, WARMPOOL_VERSION,     slow_cgroup_moves};
     auto started = MetricsHttpServer::Start(config.daemon.metrics_address,
                                             [sources] { return RenderMetrics(sources); });
     if (!started.ok()) {

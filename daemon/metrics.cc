@@ -122,6 +122,12 @@ std::string RenderMetrics(const MetricsSources& s) {
   prom::TextWriter w;
   w.Family("warmpool_build_info", "gauge", "Always 1; the label names warmpoold's version.");
   w.Sample("warmpool_build_info", {{"version", s.version}}, 1);
+  if (s.slow_cgroup_moves.has_value()) {
+    w.Family("warmpool_node_slow_cgroup_moves", "gauge",
+             "1 when every hand-off's cgroup move waits for an RCU grace period (Linux 6.0+ with "
+             "no cgroup mount that has favordynmods; README: Node tuning), else 0.");
+    w.Sample("warmpool_node_slow_cgroup_moves", {}, *s.slow_cgroup_moves ? 1 : 0);
+  }
 
   std::vector<std::string> pool_names;
   if (s.pools != nullptr) {

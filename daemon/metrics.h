@@ -9,6 +9,7 @@
 // numbers under its own lock, so one scrape is consistent per source, not
 // across sources.
 
+#include <optional>
 #include <string>
 
 #include "cri/metrics.h"
@@ -24,6 +25,9 @@ struct MetricsSources {
   const cri::RpcMetrics* rpc = nullptr;                   // per-RPC counts and latencies
   const prom::LabeledHistograms* entry_create = nullptr;  // refill durations, by pool
   std::string version;
+  // Whether each hand-off's cgroup move waits for an RCU grace period
+  // (SlowCgroupMoveAdvice says so); left out of the exposition when unknown.
+  std::optional<bool> slow_cgroup_moves;
 };
 
 // Bucket bounds of the entry creation (refill) histogram, in seconds: from a

@@ -220,11 +220,12 @@ TEST(RenderMetrics, EveryFamilyParsesWithItsLabels) {
   prom::LabeledHistograms create(EntryCreateBuckets());
   create.Observe("any", 2.5);
 
-  const std::string text = RenderMetrics({&pools, &decisions, &rpc, &create, "1.2.3"});
+  const std::string text = RenderMetrics({&pools, &decisions, &rpc, &create, "1.2.3", true});
   auto p = Parse(text);
   ASSERT_EQ(p.error, "") << text;
 
   EXPECT_EQ(p.Value("warmpool_build_info", {{"version", "1.2.3"}}), 1);
+  EXPECT_EQ(p.Value("warmpool_node_slow_cgroup_moves", {}), 1);
   EXPECT_EQ(p.Value("warmpool_pool_target_entries", {{"pool", "any"}}), 2);
   EXPECT_EQ(p.Value("warmpool_pool_entries", {{"pool", "any"}, {"state", "frozen"}}), 1);
   EXPECT_EQ(p.Value("warmpool_pool_entries", {{"pool", "any"}, {"state", "warming"}}), 1);
