@@ -338,15 +338,17 @@ absl::StatusOr<CgroupLayout> CgroupLayout::Detect(const std::string& mountinfo_p
     auto better = [&](const std::pair<std::string, bool>& have) {
       return have.first.empty() || (!have.second && root_is_slash);
     };
+    const std::vector<absl::string_view> super_options =
+        absl::StrSplit(dash[3], ',', absl::SkipEmpty());
+    if (std::find(super_options.begin(), super_options.end(), "favordynmods") !=
+        super_options.end()) {
+      favordynmods = true;
+    }
     if (fstype == "cgroup2") {
-      for (absl::string_view opt : absl::StrSplit(dash[3], ',', absl::SkipEmpty())) {
-        if (opt == "favordynmods") favordynmods = true;
-      }
       if (better(unified)) unified = {mount, root_is_slash};
       continue;
     }
-    for (absl::string_view opt : absl::StrSplit(dash[3], ',', absl::SkipEmpty())) {
-      if (opt == "favordynmods") favordynmods = true;
+    for (absl::string_view opt : super_options) {
       if (IsV1MountOption(opt)) continue;
       auto& have = v1[std::string(opt)];
       if (better(have)) have = {mount, root_is_slash};
@@ -483,17 +485,30 @@ std::string Cgroups::FsPath(const Hierarchy& h, const std::string& path) const {
 
 // ---- Cgroups: control files ---------------------------------------------------
 
+absl::StatusOr<std::string> Cgroups::ReadFileIo(const Hierarchy& h, const std::string& path,
+                                                const std::string& file) const {
+  absl::StatusOr<std::string> text = ReadWholeFile(absl::StrCat(FsPath(h, path), "/", file));
+  if (!text.ok()) {
+    return absl::Status(
+        text.status().code(),
+        absl::StrCat("cgroup ", path, " (", h.label, ", file I/O): ", text.status().message()));
+  }
+  return text;
+}
+
+absl::Status Cgroups::WriteFileIo(const Hierarchy& h, const std::string& path,
+                                  const std::string& file, const std::string& value) const {
+  absl::Status st = WriteWholeFile(absl::StrCat(FsPath(h, path), "/", file), value);
+  if (!st.ok()) {
+    return absl::Status(
+        st.code(), absl::StrCat("cgroup ", path, " (", h.label, ", file I/O): ", st.message()));
+  }
+  return st;
+}
+
 absl::StatusOr<std::string> Cgroups::ReadFile(const Hierarchy& h, const std::string& path,
                                               const std::string& file) const {
-  if (h.libcg.empty()) {
-    absl::StatusOr<std::string> text = ReadWholeFile(absl::StrCat(FsPath(h, path), "/", file));
-    if (!text.ok()) {
-      return absl::Status(
-          text.status().code(),
-          absl::StrCat("cgroup ", path, " (", h.label, ", file I/O): ", text.status().message()));
-    }
-    return text;
-  }
+  if (h.libcg.empty()) return ReadFileIo(h, path, file);
   std::lock_guard<std::mutex> lock(LibcgMutex());
   std::string name = file;  // cgroup_read_value_begin takes a mutable name.
   void* handle = nullptr;
@@ -518,14 +533,7 @@ absl::StatusOr<std::string> Cgroups::ReadFile(const Hierarchy& h, const std::str
 
 absl::Status Cgroups::WriteFile(const Hierarchy& h, const std::string& path,
                                 const std::string& file, const std::string& value) const {
-  if (h.libcg.empty()) {
-    absl::Status st = WriteWholeFile(absl::StrCat(FsPath(h, path), "/", file), value);
-    if (!st.ok()) {
-      return absl::Status(
-          st.code(), absl::StrCat("cgroup ", path, " (", h.label, ", file I/O): ", st.message()));
-    }
-    return st;
-  }
+  if (h.libcg.empty()) return WriteFileIo(h, path, file, value);
   std::lock_guard<std::mutex> lock(LibcgMutex());
   auto fail = [&](const std::string& what, int rc) {
     return absl::Status(
@@ -551,12 +559,8 @@ absl::Status Cgroups::WriteFile(const Hierarchy& h, const std::string& path,
 absl::StatusOr<std::vector<pid_t>> Cgroups::Procs(const Hierarchy& h,
                                                   const std::string& path) const {
   // File I/O in every hierarchy: see MoveProcs.
-  const std::string file = absl::StrCat(FsPath(h, path), "/cgroup.procs");
-  absl::StatusOr<std::string> text = ReadWholeFile(file);
-  if (!text.ok()) {
-    return absl::Status(text.status().code(), absl::StrCat("cgroup ", path, " (", h.label,
-                                                           "): ", text.status().message()));
-  }
+  absl::StatusOr<std::string> text = ReadFileIo(h, path, "cgroup.procs");
+  if (!text.ok()) return text.status();
   return ParsePids(*text);
 }
 
@@ -903,19 +907,15 @@ absl::Status Cgroups::MoveProcs(const std::string& from, const std::string& to) 
     if (absl::IsNotFound(pids.status())) continue;  // not in this hierarchy
     WP_RETURN_IF_ERROR(pids.status());
     if (pids->empty()) continue;
-    const std::string dir = FsPath(h, to);
     if (!h.v2 && h.label.find("memory") != std::string::npos) {
       // v1 keeps the charge in the old cgroup unless the destination asks
       // for it (bit 0: anonymous pages, bit 1: file pages). Linux 6.8+
       // answers EINVAL: the knob is gone, the charge stays.
-      (void)WriteWholeFile(dir + "/memory.move_charge_at_immigrate", "3");
+      (void)WriteFileIo(h, to, "memory.move_charge_at_immigrate", "3");
     }
     for (pid_t pid : *pids) {
-      absl::Status st = WriteWholeFile(dir + "/cgroup.procs", std::to_string(pid));
-      if (!st.ok() && ::kill(pid, 0) == 0) {  // a process that exited meanwhile is fine
-        return absl::Status(st.code(), absl::StrCat("moving process ", pid, " to cgroup ", to, " (",
-                                                    h.label, "): ", st.message()));
-      }
+      absl::Status st = WriteFileIo(h, to, "cgroup.procs", std::to_string(pid));
+      if (!st.ok() && ::kill(pid, 0) == 0) return st;  // a process that exited meanwhile is fine
     }
   }
   return absl::OkStatus();

@@ -197,6 +197,11 @@ class Cgroups {
                                        const std::string& file) const;
   absl::Status WriteFile(const Hierarchy& h, const std::string& path, const std::string& file,
                          const std::string& value) const;
+  // The file I/O backend of ReadFile/WriteFile, for any hierarchy.
+  absl::StatusOr<std::string> ReadFileIo(const Hierarchy& h, const std::string& path,
+                                         const std::string& file) const;
+  absl::Status WriteFileIo(const Hierarchy& h, const std::string& path, const std::string& file,
+                           const std::string& value) const;
   absl::StatusOr<std::vector<pid_t>> Procs(const Hierarchy& h, const std::string& path) const;
   absl::StatusOr<std::string> FreezerState(const Hierarchy& h, const std::string& path) const;
   absl::Status SetFrozen(const std::string& path, bool frozen);
